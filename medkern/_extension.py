@@ -1,0 +1,58 @@
+"""Loading the compiled extension ``medkern._C`` and reporting what it holds.
+
+Importing medkern never fails: if ``_C`` is missing or broken, a single warning says why and
+how to build it, and every op runs its plain-PyTorch reference instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import torch
+
+BUILD_HINT = (
+    "build it from a checkout with `pip install --no-build-isolation -e .` "
+    "(torch must be installed first; see README.md)"
+)
+
+_C = None
+load_error: Optional[str] = None
+
+try:
+    from . import _C  # noqa: F811  (registers the torch.ops.medkern.* schemas and kernels)
+except Exception as exc:  # any failure to load is reported, never raised
+    load_error = f"{type(exc).__name__}: {exc}"
+    warnings.warn(
+        f"medkern: the compiled extension medkern._C could not be loaded ({load_error}); "
+        f"every op runs its slow plain-PyTorch reference. To get the fused kernels, {BUILD_HINT}.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+def loaded() -> bool:
+    return _C is not None
+
+
+def has_kernel(op: str, dispatch_key: str) -> bool:
+    """Whether ``medkern::op`` has a kernel for ``dispatch_key`` ("CPU", "CUDA")."""
+    if _C is None:
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"medkern::{op}", dispatch_key)
+
+
+def has_cuda() -> bool:
+    """Whether ``_C`` was built with CUDA kernels."""
+    return _C is not None and bool(getattr(_C, "with_cuda", False))
+
+
+def cuda_archs() -> list[str]:
+    """The CUDA architectures ``_C`` was compiled for, as in TORCH_CUDA_ARCH_LIST."""
+    if not has_cuda():
+        return []
+    return [a for a in _C.cuda_archs.replace(";", " ").split() if a]
+
+
+def cuda_version() -> Optional[str]:
+    return _C.cuda_version if has_cuda() else None

@@ -1,0 +1,5 @@
+"""Drop-in modules built on medkern's fused ops."""
+
+from .bias_act import BiasAct
+
+__all__ = ["BiasAct"]
