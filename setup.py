@@ -10,6 +10,7 @@ Switches (environment variables):
 
 import glob
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -18,6 +19,16 @@ from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ARCHS = "8.0;9.0+PTX"
+# CPU kernels (csrc/cpu/*_kernel.cpp) are compiled once more for each of these, with ATen's
+# flags for it, and the best the CPU supports is picked at run time (csrc/cpu/bias_act.cpp).
+MEDKERN_CPU_CAPABILITIES = (
+    {
+        "AVX2": ["-mavx2", "-mfma", "-mf16c"],
+        "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"],
+    }
+    if platform.machine().lower() in ("x86_64", "amd64")
+    else {}
+)
 
 
 def fail(message):
@@ -136,11 +147,15 @@ def extension():
 
     rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
-    cxx_flags = ["-O3", "-DNDEBUG", "-fvisibility=hidden"]
+    # at::parallel_for is OpenMP in torch's CPU builds: without -fopenmp it runs serially.
+    # The libgomp.so.1 this links to is the one torch has loaded already.
+    cxx_flags = ["-O3", "-DNDEBUG", "-fvisibility=hidden", "-fopenmp"]
+    link_flags = ["-fopenmp"]
+    cxx_flags += [f"-DMEDKERN_CPU_{cap}" for cap in MEDKERN_CPU_CAPABILITIES]
     include_dirs = [os.path.join(ROOT, "csrc"), generated]
     if not with_cuda:
         return CppExtension("medkern._C", sources, include_dirs=include_dirs,
-                            extra_compile_args={"cxx": cxx_flags}, py_limited_api=False)
+                            extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
     print(f"medkern build: CUDA kernels for TORCH_CUDA_ARCH_LIST={archs or 'the visible GPUs'}")
     nvcc_flags = ["-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-lineinfo"]
     return CUDAExtension(
@@ -148,11 +163,35 @@ def extension():
         sources + rel("csrc/cuda/*.cu"),
         include_dirs=include_dirs + nvidia_wheel_includes(),
         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+        extra_link_args=link_flags,
     )
+
+
+class BuildMedkern(BuildExtension):
+    """torch's BuildExtension, plus the CPU kernels compiled once more per CPU capability.
+
+    Those objects are linked after the portable ones, so any inline function they share with
+    the rest of the library resolves to its portable copy.
+    """
+
+    def build_extension(self, ext):
+        kernels = [src for src in ext.sources if src.endswith("_kernel.cpp")]
+        base = ext.extra_compile_args["cxx"] if isinstance(ext.extra_compile_args, dict) else ext.extra_compile_args
+        for cap, flags in MEDKERN_CPU_CAPABILITIES.items():
+            extra = list(base) + flags + [f"-DCPU_CAPABILITY={cap}", f"-DCPU_CAPABILITY_{cap}"]
+            ext.extra_objects = list(ext.extra_objects or []) + self.compiler.compile(
+                kernels,
+                output_dir=os.path.join(self.build_temp, cap.lower()),
+                macros=ext.define_macros,
+                include_dirs=ext.include_dirs,
+                extra_postargs={"cxx": extra, "nvcc": []},
+                depends=ext.depends,
+            )
+        super().build_extension(ext)
 
 
 setup(
     packages=find_packages(include=["medkern", "medkern.*"]),
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildMedkern.with_options(use_ninja=True)},
 )

@@ -4,6 +4,9 @@
 //   gradient, order k: gx = g * gain * act^(k)(z) * [-clamp <= act(z) * gain <= clamp]
 // The clamp mask is inclusive at both ends, as torch.clamp's gradient is.
 
+#include <cstdint>
+#include <optional>
+
 #include "activations.h"
 
 namespace medkern {
@@ -15,6 +18,20 @@ struct BiasActParams {
   U gain;
   U clamp;  // meaningful when has_clamp
   bool has_clamp;
+};
+
+// An op's resolved arguments (host side); params<U>() is what the element functions take.
+struct BiasActArgs {
+  Act act;
+  int64_t dim;
+  double alpha;
+  double gain;
+  std::optional<double> clamp;
+
+  template <typename U>
+  BiasActParams<U> params() const {
+    return {static_cast<U>(alpha), static_cast<U>(gain), static_cast<U>(clamp.value_or(0.0)), clamp.has_value()};
+  }
 };
 
 template <typename T>

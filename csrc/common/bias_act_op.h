@@ -14,19 +14,6 @@
 
 namespace medkern {
 
-struct BiasActArgs {
-  Act act;
-  int64_t dim;
-  double alpha;
-  double gain;
-  std::optional<double> clamp;
-
-  template <typename U>
-  BiasActParams<U> params() const {
-    return {static_cast<U>(alpha), static_cast<U>(gain), static_cast<U>(clamp.value_or(0.0)), clamp.has_value()};
-  }
-};
-
 inline BiasActArgs check_bias_act_args(const char* op, const at::Tensor& x, const std::optional<at::Tensor>& b,
                                        int64_t dim, c10::string_view act, double alpha, double gain,
                                        std::optional<double> clamp) {

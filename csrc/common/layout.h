@@ -6,13 +6,9 @@
 
 #include <ATen/ATen.h>
 
-namespace medkern {
+#include "channel_layout.h"
 
-struct ChannelLayout {
-  int64_t outer;
-  int64_t channels;
-  int64_t inner;
-};
+namespace medkern {
 
 // `t` must be non-overlapping and dense. For channels > 1, every dim laid out inside `dim`
 // contributes to its stride, so the stride is the inner extent.
