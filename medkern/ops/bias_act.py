@@ -38,30 +38,35 @@ def _real(value, name: str) -> float:
     return float(value)
 
 
-def check_args(x, b, dim, act, alpha, gain, clamp):
-    """Checks every argument; returns (dim in [0, ndim), activation name, alpha, gain, clamp)."""
+def check_tensors(op: str, x, b, dim) -> None:
+    """Checks x, b and dim (ValueError/TypeError naming ``op`` and the argument)."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{OP}: x must be a torch.Tensor, got {type(x).__name__}")
+        raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{OP}: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+        raise TypeError(f"{op}: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
     if x.dim() == 0:
-        raise ValueError(f"{OP}: x must have at least one dimension, got a 0-d tensor")
+        raise ValueError(f"{op}: x must have at least one dimension, got a 0-d tensor")
     if isinstance(dim, bool) or not isinstance(dim, int):
-        raise TypeError(f"{OP}: dim must be an int, got {type(dim).__name__}")
+        raise TypeError(f"{op}: dim must be an int, got {type(dim).__name__}")
     if not -x.dim() <= dim < x.dim():
-        raise ValueError(f"{OP}: dim must be in [{-x.dim()}, {x.dim() - 1}] for a {x.dim()}-d x, got {dim}")
-    dim %= x.dim()
+        raise ValueError(f"{op}: dim must be in [{-x.dim()}, {x.dim() - 1}] for a {x.dim()}-d x, got {dim}")
     if b is not None:
         if not isinstance(b, torch.Tensor):
-            raise TypeError(f"{OP}: b must be a torch.Tensor or None, got {type(b).__name__}")
+            raise TypeError(f"{op}: b must be a torch.Tensor or None, got {type(b).__name__}")
         if b.device != x.device:
-            raise ValueError(f"{OP}: b must be on {x.device} (the device of x), got {b.device}")
+            raise ValueError(f"{op}: b must be on {x.device} (the device of x), got {b.device}")
         if b.dtype != x.dtype:
-            raise TypeError(f"{OP}: b must have dtype {x.dtype} (that of x), got {b.dtype}")
+            raise TypeError(f"{op}: b must have dtype {x.dtype} (that of x), got {b.dtype}")
         if b.dim() != 1 or b.shape[0] != x.shape[dim]:
             raise ValueError(
-                f"{OP}: b must be 1-d with x.shape[{dim}] = {x.shape[dim]} elements, got shape {tuple(b.shape)}"
+                f"{op}: b must be 1-d with x.shape[{dim}] = {x.shape[dim]} elements, got shape {tuple(b.shape)}"
             )
+
+
+def check_args(x, b, dim, act, alpha, gain, clamp):
+    """Checks every argument; returns (dim in [0, ndim), activation name, alpha, gain, clamp)."""
+    check_tensors(OP, x, b, dim)
+    dim %= x.dim()
     spec = activations.get(act, OP)
     alpha = activations.resolve_alpha(spec, alpha, OP)
     gain = 1.0 if gain is None else _real(gain, "gain")
