@@ -84,6 +84,7 @@ def triton_interpreted() -> bool:
 
 def _why_not(backend: str, op: str, device: torch.device) -> Optional[str]:
     """None if ``backend`` can run ``op`` on ``device``, else the reason it cannot."""
+    device = torch.device(device)
     if backend == "reference":
         return None
     if backend == "cpu":
@@ -116,12 +117,19 @@ def _why_not(backend: str, op: str, device: torch.device) -> Optional[str]:
 
 def select(op: str, device: torch.device, gpu_preference: tuple[str, ...] = ("cuda", "triton")) -> str:
     """The backend that runs ``op`` on ``device`` under the active setting."""
-    if _active != "auto":
-        reason = _why_not(_active, op, device)
+    return _select(op, str(device), _active, gpu_preference)
+
+
+# A constant for torch.compile: it is evaluated while tracing, not traced (it asks the
+# dispatcher which kernels exist, which Dynamo cannot trace).
+@torch.compiler.assume_constant_result
+def _select(op: str, device: str, active: str, gpu_preference: tuple[str, ...]) -> str:
+    if active != "auto":
+        reason = _why_not(active, op, device)
         if reason is not None:
-            raise RuntimeError(f"medkern.{op}: backend {_active!r} cannot run here: {reason}")
-        return _active
-    candidates = gpu_preference if device.type == "cuda" else ("cpu",)
+            raise RuntimeError(f"medkern.{op}: backend {active!r} cannot run here: {reason}")
+        return active
+    candidates = gpu_preference if torch.device(device).type == "cuda" else ("cpu",)
     for backend in candidates:
         if _why_not(backend, op, device) is None:
             return backend

@@ -5,7 +5,7 @@
 // so the CPU tests exercise the math the GPU runs.
 //
 // Conventions follow torch's autograd at the kinks: relu'(0) = 0, lrelu'(0) = alpha,
-// elu'(0) = alpha; NaN propagates as in torch (relu(NaN) = NaN).
+// elu'(0) = alpha but elu''(0) = 0 (likewise selu); NaN propagates as in torch (relu(NaN) = NaN).
 // The Python table (names, ids, default alphas) is medkern/activations.py; the Triton twin
 // is medkern/triton/activations.py; ids here match both.
 
@@ -137,7 +137,7 @@ C10_HOST_DEVICE inline T activation(const T& z, const T& alpha) {
     const T scale = A == Act::kElu ? one : T(S(kSeluScale));
     if constexpr (Order == 0) return select(z > zero, z, a * expm1_(z)) * scale;
     else if constexpr (Order == 1) return select(z > zero, one, a * exp_(z)) * scale;
-    else return select(z > zero, zero, a * exp_(z)) * scale;
+    else return select(z < zero, a * exp_(z), zero) * scale;  // 0 at z = 0, as torch's elu double backward
   } else if constexpr (A == Act::kGelu) {
     const S half(0.5);
     if constexpr (Order == 0) return z * (one + erf_(z * T(S(kInvSqrt2)))) * T(half);

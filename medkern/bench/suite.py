@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from . import contention
 from .case import COMPILE, EAGER, Case, is_medkern
 from .memory import peak_allocated_bytes, saved_tensor_bytes
 from .progress import Progress
@@ -32,7 +33,7 @@ class Settings:
     device: torch.device
     dtype: torch.dtype = torch.float32
     quick: bool = False
-    repeats: Optional[int] = None  # None: default_repeats(quick)
+    repeats: Optional[int] = None  # timed rounds; None: 5 quick, 20 full
     warmup: Optional[int] = None  # untimed rounds after the first call; None: 1 quick, 3 full
 
     @property
@@ -51,13 +52,14 @@ def run_suite(cases: tuple[Case, ...], settings: Settings, progress: Progress) -
         def show(step: str, transient: bool = False) -> None:
             progress.show(index, len(cases), case.name, step, transient)
 
-        started = time.perf_counter()
+        started, cpu_at_start = time.perf_counter(), contention.snapshot()
         try:
             result = run_case(case, settings, show)
         except Exception as exc:
             result = {"name": case.name, "family": case.family, "error": _describe(exc)}
             traceback.print_exc()
         result["elapsed_s"] = round(time.perf_counter() - started, 3)
+        result["other_cpu_fraction"] = contention.other_cpu_fraction(cpu_at_start, contention.snapshot())
         results.append(result)
     progress.done()
     return results
@@ -73,17 +75,16 @@ def run_case(case: Case, settings: Settings, show: Callable[..., None]) -> dict:
     with torch.no_grad():
         expected = case.reference(*inputs)
     upstream = torch.randn_like(expected)  # keeps the output's layout (e.g. channels_last)
-    grad_inputs = tuple(t for t in inputs if t.requires_grad)
-    calls = {
+    calls = {  # mode -> (contender -> a call that runs it once on the inputs)
         FWD: lambda fn: _no_grad_call(fn, inputs),
-        FWD_BWD: lambda fn: lambda: torch.autograd.grad(fn(*inputs), grad_inputs, upstream),
+        FWD_BWD: lambda fn: _grad_call(fn, inputs, upstream),
     }
 
     results: dict[str, dict[str, Any]] = {name: {} for name in contenders}
     for name, fn in contenders.items():
         show(f"{name}: first calls" + (" (compiling)" if name == COMPILE else ""))
         try:
-            results[name].update(_first_calls(fn, inputs, expected, calls))
+            results[name].update(_first_calls(fn, inputs, expected, calls, device))
         except Exception as exc:  # e.g. torch.compile failing: report it, time the others
             results[name] = {"error": _describe(exc)}
     runnable = {name: fn for name, fn in contenders.items() if "error" not in results[name]}
@@ -137,7 +138,7 @@ def evaluate_targets(case: Case, results: dict[str, dict]) -> list[dict]:
     medkern = [name for name in results if is_medkern(name)]
     entries = []
     for target in case.targets:
-        bound = {"minimum": target.minimum, "maximum": target.maximum}
+        bound = {"metric": list(target.metric), "minimum": target.minimum, "maximum": target.maximum}
         if not medkern:
             entries.append({"target": target.label, "contender": None, "value": None, **bound, "passed": False})
         for name in medkern:
@@ -154,12 +155,23 @@ def _no_grad_call(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...]) -> C
     return call
 
 
-def _first_calls(fn, inputs, expected: torch.Tensor, calls) -> dict[str, Any]:
+def _grad_call(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], upstream: torch.Tensor) -> Callable[[], Any]:
+    wrt = tuple(t for t in inputs if t.requires_grad)
+
+    def call():
+        return torch.autograd.grad(fn(*inputs), wrt, upstream)
+
+    return call
+
+
+def _first_calls(fn, inputs, expected: torch.Tensor, calls, device: torch.device) -> dict[str, Any]:
     """Runs each mode once (torch.compile compiles here), timing it, and checks the output."""
     results: dict[str, Any] = {}
     for mode, make_call in calls.items():
         started = time.perf_counter()
         make_call(fn)()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         results[mode] = {"first_call_ms": (time.perf_counter() - started) * 1e3}
     with torch.no_grad():
         output = fn(*inputs)

@@ -59,9 +59,9 @@ def third_derivative(z: torch.Tensor, act: str, alpha: float) -> torch.Tensor:
             return torch.where(z > SOFTPLUS_THRESHOLD, zero, d2)
         return 3 * d2 + z * d3  # silu = z * sigmoid(z)
     if act == "elu":
-        return torch.where(z > 0, zero, alpha * torch.exp(z))
+        return torch.where(z < 0, alpha * torch.exp(z), zero)
     if act == "selu":
-        return torch.where(z > 0, zero, SELU_SCALE * SELU_ALPHA * torch.exp(z))
+        return torch.where(z < 0, SELU_SCALE * SELU_ALPHA * torch.exp(z), zero)
     if act == "gelu":  # d/dz of phi(z) * (2 - z^2), phi the standard normal density
         phi = torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
         return phi * (z * z * z - 4 * z)

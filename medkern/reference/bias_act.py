@@ -58,5 +58,8 @@ def bias_act_grad(
         d = torch.where((v >= -clamp) & (v <= clamp), d, torch.zeros_like(d))
     gx = grad * d
     reduce_dims = [i for i in range(x.dim()) if i != dim]
-    gb = gx.sum(reduce_dims) if b is not None else None
+    if b is None:
+        gb = None
+    else:  # (sum over an empty list of dims would reduce them all)
+        gb = gx.sum(reduce_dims) if reduce_dims else gx.clone()
     return gx, gb

@@ -157,7 +157,7 @@ def activation(z, alpha, ACT: tl.constexpr, ORDER: tl.constexpr):
         elif ORDER == 1:
             r = tl.where(z > 0, one, a * tl.exp(z)) * scale
         else:
-            r = tl.where(z > 0, zero, a * tl.exp(z)) * scale
+            r = tl.where(z < 0, a * tl.exp(z), zero) * scale  # 0 at z = 0, as torch
     else:  # GELU, the exact erf form
         cdf = (1 + tl.erf(z * exact(one, _INV_SQRT2_HI, _INV_SQRT2_LO))) * 0.5
         if ORDER == 0:

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+from torch._subclasses.fake_tensor import is_fake
 
 from .. import activations
 from ..ops.bias_act import check_tensors, register_autograd
@@ -86,6 +87,10 @@ def _channel_layout(t: torch.Tensor, dim: int) -> tuple[int, int, int]:
 
 
 def _launch(order, g, x, b, out, dim, act, alpha, gain, clamp):
+    if out.device.type == "cpu" and is_fake(out):
+        # The interpreter runs kernels eagerly on real memory; fake tensors (shape propagation)
+        # only need the outputs allocated. medkern.ops refuses torch.compile in this mode.
+        return
     _, channels, inner = _channel_layout(out, dim)
     n = out.numel()
     dummy = x  # pointer arguments a variant does not read

@@ -1,0 +1,101 @@
+"""The ``medkern`` command: ``medkern info`` and ``medkern bench``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    return args.command(args, parser)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medkern", description="medkern: fused PyTorch kernels.")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    info = commands.add_parser("info", help="what this installation can run (extension, CUDA, Triton, backend)")
+    info.set_defaults(command=_info)
+
+    bench = commands.add_parser(
+        "bench",
+        help="benchmark medkern against PyTorch eager and torch.compile",
+        description="Times every case forward and forward+backward; writes results.json, results.md, results.png.",
+    )
+    bench.add_argument("--quick", action="store_true", help="small shapes and few repeats (a smoke run)")
+    bench.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
+    bench.add_argument("--filter", metavar="SUBSTRING", help="only cases whose name contains SUBSTRING")
+    bench.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR", help="default: %(default)s")
+    bench.add_argument("--repeats", type=_positive_int, metavar="N", help="timed rounds (default: 5 quick, 20 full)")
+    bench.add_argument("--warmup", type=_non_negative_int, metavar="N", help="untimed rounds (default: 1 quick, 3 full)")
+    bench.add_argument("--dtype", choices=DTYPES, default="float32", help="default: %(default)s")
+    bench.add_argument("--list", action="store_true", help="list the cases and exit")
+    bench.set_defaults(command=_bench)
+    return parser
+
+
+def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .info import format_info, info
+
+    print(format_info(info()))
+    return 0
+
+
+def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .bench import cases as registry
+    from .bench.environment import busy_warning, environment
+    from .bench.progress import Progress
+    from .bench.report import build_document, text_summary, write_all
+    from .bench.suite import Settings, run_suite
+
+    cases = registry.select(args.filter)
+    if not cases:
+        names = ", ".join(case.name for case in registry.all_cases())
+        parser.error(f"no case name contains {args.filter!r}; the cases are: {names}")
+    if args.list:
+        print("\n".join(f"{case.name:<32} {case.description}" for case in cases))
+        return 0
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    warning = busy_warning() if device.type == "cpu" else None
+    if warning:
+        print(f"medkern bench: warning: {warning}", file=sys.stderr)
+    settings = Settings(device, getattr(torch, args.dtype), args.quick, args.repeats, args.warmup)
+    results = run_suite(cases, settings, Progress())
+    document = build_document(environment(device), settings, results)
+    paths = write_all(document, args.out)
+    print(text_summary(document))
+    written = ", ".join(str(path) for path in paths.values() if path is not None)
+    print(f"\nWrote {written}" + ("" if paths["png"] else " (no chart: see results.md)"))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

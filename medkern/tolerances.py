@@ -1,0 +1,71 @@
+"""The one tolerance table: how close a kernel must come to the reference.
+
+The oracle for float16 and bfloat16 inputs is the reference computed in float32 on the same
+(upcast) inputs and rounded to the input dtype, since the kernels compute in float32 inside;
+for float32 and float64 it is the reference in the same dtype.
+
+Tolerances start from torch.testing.assert_close's defaults (float32: rtol 1.3e-6,
+atol 1e-5; float16: 1e-3, 1e-5; bfloat16: 1.6e-2, 1e-5), tightened for float64, where the
+kernels and torch evaluate the same formulas. ``atol`` is relative to the largest magnitude
+in the expected tensor (at least 1): sums over many elements (bias gradients) carry rounding
+error in proportion to their size, not to each element.
+
+``grad2`` (second-order gradients) is looser for half types: the upstream product of two
+gradients is rounded to the input dtype before the kernel sees it, as autograd does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# (family, kind) -> dtype -> (rtol, atol)
+TOLERANCES = {
+    ("bias_act", "forward"): {
+        torch.float64: (1e-12, 1e-12),
+        torch.float32: (1.3e-6, 1e-5),
+        torch.float16: (1e-3, 1e-5),
+        torch.bfloat16: (1.6e-2, 1e-5),
+    },
+    ("bias_act", "grad"): {
+        torch.float64: (1e-12, 1e-12),
+        torch.float32: (1.3e-6, 1e-5),
+        torch.float16: (2e-3, 1e-3),
+        torch.bfloat16: (1.6e-2, 8e-3),
+    },
+    ("bias_act", "grad2"): {
+        torch.float64: (1e-11, 1e-11),
+        torch.float32: (1e-5, 1e-5),
+        torch.float16: (4e-3, 4e-3),
+        torch.bfloat16: (3.2e-2, 3.2e-2),
+    },
+}
+
+
+def tolerance(family: str, kind: str, dtype: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol) for comparing ``family``'s ``kind`` outputs of ``dtype``."""
+    try:
+        return TOLERANCES[(family, kind)][dtype]
+    except KeyError:
+        raise KeyError(f"no tolerance for {family} {kind} {dtype}; add it to medkern/tolerances.py") from None
+
+
+def oracle_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the reference runs in to judge a kernel of ``dtype``."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """The largest absolute difference, in float64."""
+    if actual.numel() == 0:
+        return 0.0
+    return (actual.double() - expected.double()).abs().max().item()
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, family: str, kind: str, dtype: torch.dtype, msg=""):
+    """torch.testing.assert_close with the table's tolerances (atol scaled as described above)."""
+    rtol, atol = tolerance(family, kind, dtype)
+    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
+    torch.testing.assert_close(
+        actual.to(expected.dtype), expected, rtol=rtol, atol=atol * scale, equal_nan=True,
+        msg=lambda default: f"{msg}: {default}" if msg else default,
+    )

@@ -1,0 +1,38 @@
+"""Test set-up shared by every test file.
+
+Triton kernels run on CPU tensors in Triton's interpreter, whose mode is read when Triton is
+first imported: so it is switched on here, before any test imports Triton, unless a GPU is
+present (then Triton runs for real) or the caller chose a mode.
+"""
+
+import os
+
+import torch
+
+if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
+
+import medkern  # noqa: E402
+
+HAS_CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+def kernel_targets():
+    """(device, backend) pairs of the kernel implementations, as pytest params; GPU ones skip without a GPU."""
+    return [
+        pytest.param(("cpu", "cpu"), id="cpu-cpp"),
+        pytest.param(("cpu", "triton"), id="cpu-triton_interpreter"),
+        pytest.param(("cuda", "cuda"), id="cuda-cpp", marks=needs_cuda),
+        pytest.param(("cuda", "triton"), id="cuda-triton", marks=needs_cuda),
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_backend():
+    """Every test starts from the same seed and the auto backend."""
+    torch.manual_seed(0)
+    with medkern.use_backend("auto"):
+        yield

@@ -1,0 +1,250 @@
+"""The benchmark harness: timer, saved-bytes counter, a quick `medkern bench` run and its files."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import medkern
+from medkern import _extension, cli
+from medkern.bench import cases as registry
+from medkern.bench import contention, report
+from medkern.bench.case import is_medkern
+from medkern.bench.memory import peak_allocated_bytes, saved_tensor_bytes
+from medkern.bench.suite import Settings, run_case
+from medkern.bench.timing import time_interleaved
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REPEATS = 3
+CASE_NAMES = [case.name for case in registry.all_cases()]
+
+
+# --- timing -----------------------------------------------------------------------------------
+
+
+def test_contenders_run_interleaved_warmup_included():
+    log = []
+    calls = {name: (lambda name=name: log.append(name)) for name in "abc"}
+    timings = time_interleaved(calls, repeats=3, warmup=2)
+    assert log == ["a", "b", "c"] * 5
+    assert [len(timings[name].samples_ms) for name in "abc"] == [3, 3, 3]
+
+
+def test_median_and_min_of_the_timed_calls_only():
+    now = [0.0]
+    durations_ms = {"a": [100.0, 5.0, 1.0, 3.0], "b": [100.0, 2.0, 8.0, 2.0]}  # first: warm-up
+
+    def contender(name):
+        def call():
+            now[0] += durations_ms[name].pop(0) / 1e3
+
+        return call
+
+    timings = time_interleaved({name: contender(name) for name in "ab"}, repeats=3, warmup=1, clock=lambda: now[0])
+    assert timings["a"].samples_ms == pytest.approx((5.0, 1.0, 3.0))
+    assert timings["a"].median_ms == pytest.approx(3.0)
+    assert timings["a"].min_ms == pytest.approx(1.0)
+    assert timings["b"].median_ms == pytest.approx(2.0)
+
+
+def test_round_callback_and_bad_repeats():
+    rounds = []
+    time_interleaved({"a": lambda: None}, repeats=2, warmup=0, on_round=lambda i, n: rounds.append((i, n)))
+    assert rounds == [(0, 2), (1, 2)]
+    with pytest.raises(ValueError, match="repeats"):
+        time_interleaved({"a": lambda: None}, repeats=0)
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+
+def test_product_saves_both_inputs_exactly():
+    x = torch.randn(10, 20, requires_grad=True)
+    y = torch.randn(10, 20, dtype=torch.float64, requires_grad=True)
+    assert saved_tensor_bytes(lambda: x * y) == 10 * 20 * 4 + 10 * 20 * 8
+
+
+def test_relu_saves_its_output_only():
+    x = torch.randn(1000, requires_grad=True)
+    assert saved_tensor_bytes(lambda: torch.relu(x * 1.0)) == 1000 * 4  # x * scalar saves nothing
+
+
+def test_a_storage_counts_once_and_whole():
+    x = torch.randn(256, requires_grad=True)
+    assert saved_tensor_bytes(lambda: x * x) == 256 * 4
+    base = torch.randn(100)
+    view = base[:10].requires_grad_()  # saving a view keeps its whole storage alive
+    assert saved_tensor_bytes(lambda: view * view.detach().clone().requires_grad_()) == 100 * 4 + 10 * 4
+
+
+def test_nothing_saved_without_grad_and_no_peak_on_cpu():
+    x = torch.randn(100, requires_grad=True)
+    with torch.no_grad():
+        assert saved_tensor_bytes(lambda: x * x) == 0
+    assert peak_allocated_bytes(lambda: x * 2, torch.device("cpu")) is None
+
+
+def test_other_cpu_fraction_is_the_share_of_the_machine_others_used(monkeypatch):
+    monkeypatch.setattr(contention.os, "cpu_count", lambda: 2)
+    start = contention.CpuSnapshot(machine_busy_s=10.0, own_cpu_s=2.0, wall_s=100.0)
+    end = contention.CpuSnapshot(machine_busy_s=14.0, own_cpu_s=3.0, wall_s=102.0)
+    assert contention.other_cpu_fraction(start, end) == pytest.approx(0.75)  # 3 s of 4 core-seconds
+    assert contention.other_cpu_fraction(None, end) is None
+
+
+# --- a quick run of the whole suite ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = cli.main(["bench", "--quick", "--device", "cpu", "--repeats", str(REPEATS), "--out", str(out)])
+    document = json.loads((out / "results.json").read_text())
+    return code, stdout.getvalue(), out, document
+
+
+def test_bench_exits_zero_and_prints_table_and_targets(quick_run):
+    code, stdout, out, _ = quick_run
+    assert code == 0
+    for name in CASE_NAMES:
+        assert name in stdout
+    assert "Targets:" in stdout
+    assert str(out / "results.json") in stdout
+
+
+def test_json_describes_the_run(quick_run):
+    document = quick_run[3]
+    for key in ("device", "device_name", "cpu_capability", "threads", "torch", "medkern", "triton", "commit", "date", "cases"):
+        assert key in document
+    assert document["device"] == "cpu"
+    assert document["quick"] is True
+    assert document["repeats"] == REPEATS
+    assert document["torch"] == torch.__version__
+    assert document["medkern"] == medkern.__version__
+    assert document["threads"] == torch.get_num_threads()
+    assert [case["name"] for case in document["cases"]] == CASE_NAMES
+
+
+def test_every_case_times_every_contender(quick_run):
+    for case in quick_run[3]["cases"]:
+        contenders = case["contenders"]
+        assert {"eager", "compile"} <= set(contenders), case["name"]
+        if _extension.has_kernel("bias_act", "CPU"):
+            assert "medkern[cpu]" in contenders
+        assert any(is_medkern(name) for name in contenders)
+        assert case["clone_ms"] > 0
+        assert case["other_cpu_fraction"] is None or 0 <= case["other_cpu_fraction"] <= 1
+        for name, results in contenders.items():
+            assert "error" not in results, (case["name"], name, results.get("error"))
+            assert results["matches_eager"], (case["name"], name)
+            assert results["saved_bytes"] > 0
+            for mode in ("fwd", "fwd_bwd"):
+                timing = results[mode]
+                assert len(timing["samples_ms"]) == REPEATS
+                assert 0 < timing["min_ms"] <= timing["median_ms"]
+                for baseline in ("eager", "compile"):
+                    expected = contenders[baseline][mode]["median_ms"] / timing["median_ms"]
+                    assert timing[f"speedup_vs_{baseline}"] == pytest.approx(expected)
+            assert results["fwd_over_clone"] == pytest.approx(results["fwd"]["median_ms"] / case["clone_ms"])
+
+
+def test_saved_bytes_of_the_fused_op_and_eager(quick_run):
+    case = quick_run[3]["cases"][0]  # lrelu_gain_clamp: x, b
+    x_shape, b_shape = (entry["shape"] for entry in case["inputs"])
+    x_bytes, b_bytes = 4 * torch.Size(x_shape).numel(), 4 * torch.Size(b_shape).numel()
+    # eager keeps x + b (for lrelu) and the scaled activation (for clamp)
+    assert case["contenders"]["eager"]["saved_bytes"] == 2 * x_bytes
+    for name in filter(is_medkern, case["contenders"]):
+        assert case["contenders"][name]["saved_bytes"] == x_bytes + b_bytes  # the op saves x and b only
+
+
+def test_acceptance_case_reports_each_target(quick_run):
+    case = quick_run[3]["cases"][0]
+    assert case["name"] == "bias_act/lrelu_gain_clamp"
+    labels = {entry["target"] for entry in case["targets"]}
+    assert labels == {"fwd+bwd >= 2.5x eager", "fwd+bwd >= 1x compile", "fwd <= 1.3x clone"}
+    for entry in case["targets"]:
+        assert entry["passed"] == (
+            (entry["minimum"] is None or entry["value"] >= entry["minimum"])
+            and (entry["maximum"] is None or entry["value"] <= entry["maximum"])
+        )
+
+
+def test_markdown_and_png(quick_run):
+    out = quick_run[2]
+    markdown = (out / "results.md").read_text()
+    for name in CASE_NAMES:
+        assert f"| {name} |" in markdown
+    assert "## Targets" in markdown
+    pytest.importorskip("matplotlib")
+    assert (out / "results.png").read_bytes().startswith(PNG_MAGIC)
+    assert "![speed-up vs eager](results.png)" in markdown
+
+
+def test_without_matplotlib_the_chart_is_skipped_and_said(quick_run, tmp_path, monkeypatch):
+    for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)  # makes any matplotlib import fail
+    paths = report.write_all(quick_run[3], tmp_path)
+    assert paths["png"] is None and not (tmp_path / "results.png").exists()
+    assert "No chart: matplotlib is not installed" in (tmp_path / "results.md").read_text()
+
+
+# --- failures are reported, not raised ----------------------------------------------------------
+
+
+def test_a_compile_failure_is_recorded_and_the_rest_still_timed(monkeypatch):
+    def broken_compile(fn, *args, **kwargs):
+        def call(*inputs):
+            raise RuntimeError("no compiler here")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    case = registry.select("lrelu_gain_clamp")[0]
+    result = run_case(case, Settings(torch.device("cpu"), quick=True, repeats=2, warmup=0), lambda *a, **k: None)
+    assert result["contenders"]["compile"] == {"error": "RuntimeError: no compiler here"}
+    assert result["contenders"]["eager"]["fwd"]["median_ms"] > 0
+    assert result["contenders"]["eager"]["fwd"]["speedup_vs_compile"] is None
+    versus_compile = [entry for entry in result["targets"] if entry["metric"] == ["fwd_bwd", "speedup_vs_compile"]]
+    assert versus_compile and not any(entry["passed"] for entry in versus_compile)
+    document = {"cases": [result]}
+    assert "error: RuntimeError: no compiler here" in report._aligned(list(report.COLUMNS), report.table_rows(document))
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["bench", "--filter", "no-such-case"], ["bench", "--repeats", "0"], ["bench", "--dtype", "int8"], ["frobnicate"], []],
+)
+def test_bad_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+
+
+def test_bench_list(capsys):
+    assert cli.main(["bench", "--list", "--filter", "lrelu"]) == 0
+    listed = capsys.readouterr().out
+    assert "bias_act/lrelu_gain_clamp" in listed and "bias_act/gelu" not in listed
+
+
+def test_info(capsys):
+    assert cli.main(["info"]) == 0
+    printed = capsys.readouterr().out
+    assert medkern.__version__ in printed and torch.__version__ in printed
+
+
+def test_python_dash_m_medkern():
+    done = subprocess.run([sys.executable, "-m", "medkern", "info"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert medkern.__version__ in done.stdout
