@@ -35,6 +35,11 @@ def fail(message):
     sys.exit(f"medkern build: {message}")
 
 
+# torch looks for the toolkit through CUDA_HOME, else through `which nvcc`, which may be a
+# wrapper script outside the toolkit (/usr/local/bin/nvcc); the standard location comes first.
+if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")) and os.path.exists("/usr/local/cuda/bin/nvcc"):
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
 try:
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
@@ -63,6 +68,8 @@ def why_no_cuda():
     found = nvcc_version(CUDA_HOME)
     if found is None:
         return f"no usable nvcc under CUDA_HOME={CUDA_HOME}"
+    if not glob.glob(os.path.join(CUDA_HOME, "lib*", "libcudart.so")):
+        return f"no libcudart.so under CUDA_HOME={CUDA_HOME} (lib64/ or lib/); set CUDA_HOME to the toolkit"
     wanted = int(torch.version.cuda.split(".")[0])
     if found[0] != wanted:
         return (

@@ -32,6 +32,7 @@ def info() -> dict:
         "gpu": gpu,
         "backend": backend.active(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_kernels_for": getattr(_extension._C, "cpu_capability", None),  # medkern's kernel variant in use
         "threads": torch.get_num_threads(),
     }
 
