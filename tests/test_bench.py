@@ -17,6 +17,7 @@ from medkern.bench import cases as registry
 from medkern.bench import contention, report
 from medkern.bench.case import is_medkern
 from medkern.bench.memory import peak_allocated_bytes, saved_tensor_bytes
+from medkern.bench.progress import Progress
 from medkern.bench.suite import Settings, run_case
 from medkern.bench.timing import time_interleaved
 
@@ -156,6 +157,12 @@ def test_every_case_times_every_contender(quick_run):
             assert results["fwd_over_clone"] == pytest.approx(results["fwd"]["median_ms"] / case["clone_ms"])
 
 
+def test_channels_last_stays_channels_last(quick_run):
+    case = next(case for case in quick_run[3]["cases"] if case["name"] == "bias_act/lrelu_channels_last")
+    assert case["inputs"][0]["layout"] == "channels_last"
+    assert case["output"]["layout"] == "channels_last"
+
+
 def test_saved_bytes_of_the_fused_op_and_eager(quick_run):
     case = quick_run[3]["cases"][0]  # lrelu_gain_clamp: x, b
     x_shape, b_shape = (entry["shape"] for entry in case["inputs"])
@@ -217,6 +224,15 @@ def test_a_compile_failure_is_recorded_and_the_rest_still_timed(monkeypatch):
     assert versus_compile and not any(entry["passed"] for entry in versus_compile)
     document = {"cases": [result]}
     assert "error: RuntimeError: no compiler here" in report._aligned(list(report.COLUMNS), report.table_rows(document))
+
+
+def test_progress_lines_on_a_pipe_skip_round_counters():
+    stream = io.StringIO()  # not a terminal: one line a step, no in-place counters
+    progress = Progress(stream)
+    progress.show(0, 2, "family/case", "eager: first calls")
+    progress.show(0, 2, "family/case", "timing fwd, round 1/5", transient=True)
+    progress.done()
+    assert stream.getvalue() == "[1/2] family/case: eager: first calls\n"
 
 
 # --- the command line -------------------------------------------------------------------------

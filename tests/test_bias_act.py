@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import medkern
-from medkern import activations
+from medkern import activations, tolerances
 from medkern.nn import BiasAct
 from medkern.reference.bias_act import bias_act as reference_bias_act
 
@@ -72,7 +72,7 @@ def test_large_values_and_clamp_zero(target, act):
         with medkern.use_backend(backend):
             y = medkern.ops.bias_act(x, None, 1, act, clamp=clamp)
         want = reference_bias_act(x, None, 1, *resolve(act, None, None, clamp)[:3], clamp)
-        torch.testing.assert_close(y, want, rtol=1.3e-6, atol=1e-5)
+        tolerances.assert_close(y, want, "bias_act", "forward", x.dtype)
         assert torch.isfinite(y).all()
 
 
@@ -145,7 +145,7 @@ def test_third_order_gradient(target, act):
             return gx, gb
 
     for got, want in zip(third(backend), third("reference")):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+        tolerances.assert_close(got, want, "bias_act", "grad2", torch.float64)
 
 
 @pytest.mark.parametrize("target", kernel_targets())
@@ -212,7 +212,7 @@ def test_any_shape_stride_and_dim(shape, data, act, dtype):
     with medkern.use_backend("cpu"):
         y = medkern.ops.bias_act(x, b, dim, act, clamp=clamp)
     want = reference_bias_act(x, b, dim % len(shape), *resolve(act, None, None, clamp)[:3], clamp)
-    torch.testing.assert_close(y, want, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-5)
+    tolerances.assert_close(y, want, "bias_act", "forward", dtype)
     assert y.stride() == x.stride() or x.numel() == 0
 
 
