@@ -16,6 +16,7 @@ from medkern import _extension, cli
 from medkern.bench import cases as registry
 from medkern.bench import contention, report
 from medkern.bench.case import is_medkern
+from medkern.bench.environment import environment
 from medkern.bench.memory import peak_allocated_bytes, saved_tensor_bytes
 from medkern.bench.progress import Progress
 from medkern.bench.suite import Settings, run_case
@@ -207,7 +208,7 @@ def test_without_matplotlib_the_chart_is_skipped_and_said(quick_run, tmp_path, m
 # --- failures are reported, not raised ----------------------------------------------------------
 
 
-def test_a_compile_failure_is_recorded_and_the_rest_still_timed(monkeypatch):
+def test_a_compile_failure_is_recorded_and_the_rest_still_timed(monkeypatch, tmp_path):
     def broken_compile(fn, *args, **kwargs):
         def call(*inputs):
             raise RuntimeError("no compiler here")
@@ -216,14 +217,18 @@ def test_a_compile_failure_is_recorded_and_the_rest_still_timed(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     case = registry.select("lrelu_gain_clamp")[0]
-    result = run_case(case, Settings(torch.device("cpu"), quick=True, repeats=2, warmup=0), lambda *a, **k: None)
+    settings = Settings(torch.device("cpu"), quick=True, repeats=2, warmup=0)
+    result = run_case(case, settings, lambda *a, **k: None)
     assert result["contenders"]["compile"] == {"error": "RuntimeError: no compiler here"}
     assert result["contenders"]["eager"]["fwd"]["median_ms"] > 0
     assert result["contenders"]["eager"]["fwd"]["speedup_vs_compile"] is None
     versus_compile = [entry for entry in result["targets"] if entry["metric"] == ["fwd_bwd", "speedup_vs_compile"]]
     assert versus_compile and not any(entry["passed"] for entry in versus_compile)
-    document = {"cases": [result]}
-    assert "error: RuntimeError: no compiler here" in report._aligned(list(report.COLUMNS), report.table_rows(document))
+
+    document = report.build_document(environment(settings.device), settings, [result])
+    assert "error: RuntimeError: no compiler here" in report.text_summary(document)
+    report.write_all(document, tmp_path)  # every output copes with the failed contender
+    assert "compile failed: RuntimeError: no compiler here" in (tmp_path / "results.md").read_text()
 
 
 def test_progress_lines_on_a_pipe_skip_round_counters():

@@ -131,7 +131,9 @@ def text_summary(document: dict) -> str:
 def markdown(document: dict, chart_problem: Optional[str]) -> str:
     env = document
     commit = env.get("commit")
-    commit_text = "unknown" if commit is None else commit[:12] + (" (with uncommitted changes)" if env.get("commit_dirty") else "")
+    commit_text = "unknown" if commit is None else commit[:12]
+    if env.get("commit_dirty"):
+        commit_text += " (with uncommitted changes)"
     lines = [
         "# medkern bench",
         "",
@@ -139,7 +141,8 @@ def markdown(document: dict, chart_problem: Optional[str]) -> str:
         f"- torch {env['torch']}, medkern {env['medkern']}, triton {env['triton']}, commit {commit_text}",
         f"- {env['date']}; dtype {env['dtype']}; {env['repeats']} timed rounds after {env['warmup']} warm-up"
         + ("; quick run (small shapes)" if env["quick"] else ""),
-        f"- load average after the run (1, 5, 15 min): {env.get('load_average')}",
+        f"- other processes' share of the CPU while a case ran: at most {_percent(_most_other_cpu(document))}"
+        f" (load average after the run: {env.get('load_average')})",
         "",
         LEGEND,
         "",
@@ -193,6 +196,15 @@ def _ms(value: Optional[float]) -> str:
     if value is None:
         return ""
     return f"{value:.1f}" if value >= 100 else f"{value:.3g}"
+
+
+def _most_other_cpu(document: dict) -> Optional[float]:
+    shares = [case["other_cpu_fraction"] for case in document["cases"] if case.get("other_cpu_fraction") is not None]
+    return max(shares, default=None)
+
+
+def _percent(value: Optional[float]) -> str:
+    return "unknown" if value is None else f"{value:.0%}"
 
 
 def _ratio(value: Optional[float], suffix: str = "x") -> str:

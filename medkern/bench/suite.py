@@ -9,6 +9,7 @@ Modes:
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 from dataclasses import dataclass
@@ -49,9 +50,7 @@ def run_suite(cases: tuple[Case, ...], settings: Settings, progress: Progress) -
     """Results of every case; a case that fails is reported with its error, not raised."""
     results = []
     for index, case in enumerate(cases):
-        def show(step: str, transient: bool = False) -> None:
-            progress.show(index, len(cases), case.name, step, transient)
-
+        show = functools.partial(progress.show, index, len(cases), case.name)  # show(step, transient=False)
         started, cpu_at_start = time.perf_counter(), contention.snapshot()
         try:
             result = run_case(case, settings, show)
@@ -104,7 +103,7 @@ def run_case(case: Case, settings: Settings, show: Callable[..., None]) -> dict:
 
     show("memory")
     for name, fn in runnable.items():
-        results[name]["saved_bytes"] = saved_tensor_bytes(lambda: fn(*inputs))
+        results[name]["saved_bytes"] = saved_tensor_bytes(functools.partial(fn, *inputs))
         results[name]["peak_bytes"] = peak_allocated_bytes(calls[FWD_BWD](fn), device)
 
     clone = timings[FWD].pop(CLONE, None)
@@ -122,6 +121,7 @@ def run_case(case: Case, settings: Settings, show: Callable[..., None]) -> dict:
         "device": str(device),
         "dtype": str(settings.dtype).removeprefix("torch."),
         "inputs": [_describe_tensor(t) for t in inputs],
+        "output": _describe_tensor(expected),  # and the upstream gradient's layout
         "bandwidth_bound": case.bandwidth_bound,
         "clone_ms": clone.median_ms if clone else None,
         "clone_min_ms": clone.min_ms if clone else None,

@@ -41,13 +41,13 @@ def time_interleaved(
     calls: Mapping[str, Callable[[], Any]],
     repeats: int,
     warmup: int = 1,
-    device: torch.device = torch.device("cpu"),
+    device: Optional[torch.device] = None,
     clock: Callable[[], float] = time.perf_counter,
     on_round: Optional[Callable[[int, int], None]] = None,
 ) -> dict[str, Timing]:
     """Times each call ``repeats`` times, round-robin after ``warmup`` untimed rounds.
 
-    ``clock`` (seconds) is used on CPU only; tests pass a fake one. ``on_round(i, repeats)``
+    ``device`` None means CPU. ``clock`` (seconds) is used on CPU only; tests pass a fake one. ``on_round(i, repeats)``
     is called before each timed round (progress display).
     """
     if repeats < 1:
@@ -56,12 +56,12 @@ def time_interleaved(
     for _ in range(warmup):
         for name in names:
             calls[name]()
-    run_round = _cuda_round(device) if device.type == "cuda" else _cpu_round(clock)
+    run_round = _cuda_round(device) if device is not None and device.type == "cuda" else _cpu_round(clock)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for i in range(repeats):
         if on_round is not None:
             on_round(i, repeats)
-        for name, ms in zip(names, run_round([calls[name] for name in names])):
+        for name, ms in zip(names, run_round([calls[name] for name in names]), strict=True):
             samples[name].append(ms)
     return {name: Timing(tuple(samples[name])) for name in names}
 
