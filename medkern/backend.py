@@ -7,6 +7,7 @@ A backend asked for by name must serve the tensor or the call raises, saying why
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from typing import Optional
@@ -121,9 +122,15 @@ def select(op: str, device: torch.device, gpu_preference: tuple[str, ...] = ("cu
 
 
 # A constant for torch.compile: it is evaluated while tracing, not traced (it asks the
-# dispatcher which kernels exist, which Dynamo cannot trace).
+# dispatcher which kernels exist, which Dynamo cannot trace). Cached: what is installed does
+# not change while a process runs, and this is on every op call's path.
 @torch.compiler.assume_constant_result
 def _select(op: str, device: str, active: str, gpu_preference: tuple[str, ...]) -> str:
+    return _select_cached(op, device, active, gpu_preference)
+
+
+@functools.lru_cache(maxsize=None)
+def _select_cached(op: str, device: str, active: str, gpu_preference: tuple[str, ...]) -> str:
     if active != "auto":
         reason = _why_not(active, op, device)
         if reason is not None:
