@@ -156,7 +156,9 @@ def extension():
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
     # at::parallel_for is OpenMP in torch's CPU builds: without -fopenmp it runs serially.
     # The libgomp.so.1 this links to is the one torch has loaded already.
-    cxx_flags = ["-O3", "-DNDEBUG", "-fvisibility=hidden", "-fopenmp"]
+    # -ffp-contract=off: no multiply-add fusion, whose choice may differ between two inlined
+    # copies of a loop (serial and parallel), so results do not depend on the thread count.
+    cxx_flags = ["-O3", "-DNDEBUG", "-fvisibility=hidden", "-fopenmp", "-ffp-contract=off"]
     link_flags = ["-fopenmp"]
     cxx_flags += [f"-DMEDKERN_CPU_{cap}" for cap in MEDKERN_CPU_CAPABILITIES]
     include_dirs = [os.path.join(ROOT, "csrc"), generated]

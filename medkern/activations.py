@@ -9,6 +9,7 @@ that every implementation accepts every name here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -69,4 +70,6 @@ def resolve_alpha(act: Activation, alpha, op: str = "medkern") -> float:
         raise ValueError(f"{op}: act={act.name!r} takes no alpha, got alpha={alpha!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
         raise TypeError(f"{op}: alpha must be a real number, got {type(alpha).__name__}")
+    if not math.isfinite(alpha):
+        raise ValueError(f"{op}: alpha must be finite, got {alpha}")
     return float(alpha)

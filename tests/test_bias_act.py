@@ -107,10 +107,12 @@ def test_derivative_at_the_kink_follows_torch(target, act):
 @pytest.mark.parametrize("target", kernel_targets())
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("variant", [0, 1], ids=["defaults", "alpha_gain_clamp"])
-def test_gradcheck_and_gradgradcheck(target, act, variant):
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gradcheck_and_gradgradcheck(target, act, variant, seed):
     device, backend = target
     alpha, gain, clamp = options_for(act, variant)
     layout = Layout("small", (2, 3, 4), 1)
+    torch.manual_seed(seed)
     x, b = make_inputs(layout, torch.float64, device, act, alpha, gain, clamp, scale=1.5)
     x.requires_grad_()
     b.requires_grad_()
@@ -164,7 +166,95 @@ def test_gradient_of_bias_only(target):
     torch.testing.assert_close(gx, want_gx)
 
 
-# --- empty and odd inputs --------------------------------------------------------------------
+# --- empty, odd and large inputs -------------------------------------------------------------
+
+LARGE_LAYOUTS = [
+    Layout("long_rows", (2, 3, 5000), 1),  # rows of several blocks (scalar-bias path)
+    Layout("channels_last_many_rows", (3, 5, 61, 47), 1, "channels_last"),  # grouped rows, a short last one
+    Layout("long_vector_rows", (1, 3000, 37), 1),  # rows too long to tabulate the bias
+    Layout("one_channel", (3, 1, 7000), 1),
+]
+
+
+@pytest.mark.parametrize("target", kernel_targets())
+@pytest.mark.parametrize("layout", LARGE_LAYOUTS, ids=lambda l: l.name)
+def test_large_inputs(target, layout):
+    """Sizes past one block: many parallel tasks, row chunks of the bias-gradient sum."""
+    device, backend = target
+    x, b = make_inputs(layout, torch.float64, device, "silu", None, 1.3, 2.0)
+    got = run(backend, x, b, layout.dim, "silu", None, 1.3, 2.0, order=1)
+    want = oracle(x, b, layout.dim, "silu", None, 1.3, 2.0, order=1)
+    assert_matches(got, want, torch.float64, f"{backend} {layout.name}")
+
+
+@pytest.mark.parametrize("target", kernel_targets())
+@pytest.mark.parametrize("make_bias", [lambda c: torch.randn(2 * c)[::2], lambda c: torch.tensor(0.5).expand(c)],
+                         ids=["strided", "expanded"])
+def test_non_contiguous_bias(target, make_bias):
+    device, backend = target
+    x = torch.randn(2, 4, 3, dtype=torch.float64, device=device)
+    b = make_bias(4).double().to(device)
+    got = run(backend, x, b, 1, "tanh", None, None, None, order=1)
+    want = oracle(x, b.contiguous(), 1, "tanh", None, None, None, order=1)
+    assert_matches(got, want, torch.float64, f"{backend} non-contiguous bias")
+
+
+@pytest.mark.parametrize("layout", [LAYOUTS[0], LAYOUTS[1], LARGE_LAYOUTS[0], LARGE_LAYOUTS[1]], ids=lambda l: l.name)
+def test_results_do_not_depend_on_the_thread_count(layout):
+    x, b = make_inputs(layout, torch.float32, "cpu", "gelu", None, 1.3, 2.0)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, max(2, threads)):
+            torch.set_num_threads(n)
+            results.append(run("cpu", x, b, layout.dim, "gelu", None, 1.3, 2.0, order=1))
+    finally:
+        torch.set_num_threads(threads)
+    for one, many in zip(*results):
+        assert torch.equal(one, many)
+
+
+@pytest.mark.parametrize("target", kernel_targets())
+@pytest.mark.parametrize("act", ACTS)
+def test_gradient_at_nan_follows_torch(target, act):
+    device, backend = target
+    x = torch.tensor([[float("nan"), 1.0, -1.0]], dtype=torch.float64, device=device)
+    got = run(backend, x, None, 1, act, None, None, None, order=1)
+    want = run("reference", x, None, 1, act, None, None, None, order=1)
+    torch.testing.assert_close(got[1], want[1], equal_nan=True)
+
+
+def test_triton_float64_needs_scalars_in_float32_range():
+    with medkern.use_backend("triton"), pytest.raises(ValueError, match="within float32's range"):
+        medkern.ops.bias_act(torch.randn(2, 3, dtype=torch.float64), None, 1, "tanh", clamp=1e300)
+
+
+@pytest.mark.parametrize("target", kernel_targets())
+def test_float32_clamp_beyond_float32_range_is_no_clamp(target):
+    device, backend = target
+    x = torch.randn(2, 3, device=device) * 10
+    with medkern.use_backend(backend):
+        y = medkern.ops.bias_act(x, None, 1, "linear", clamp=1e300)
+    torch.testing.assert_close(y, x)
+
+
+@pytest.mark.parametrize("target", kernel_targets())
+def test_negative_dim_through_third_order(target):
+    """Direct op callers may pass a negative dim; every gradient order handles it."""
+    device, backend = target
+    forward, _ = _op_pair(backend)
+    x = torch.randn(2, 3, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, device=device, requires_grad=True)
+    y = forward(x, b, -1, "tanh", 0.0, 1.0, None)
+    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    (ggx,) = torch.autograd.grad(gx.sum(), x, create_graph=True)
+    gggb = torch.autograd.grad(ggx.sum(), b)[0]
+    xr, br = x.detach().requires_grad_(), b.detach().requires_grad_()
+    yr = torch.tanh(xr + br)
+    (gxr,) = torch.autograd.grad(yr.sum(), xr, create_graph=True)
+    (ggxr,) = torch.autograd.grad(gxr.sum(), xr, create_graph=True)
+    tolerances.assert_close(gggb, torch.autograd.grad(ggxr.sum(), br)[0], "bias_act", "grad2", torch.float64)
+
 
 
 @pytest.mark.parametrize("target", kernel_targets())
@@ -325,6 +415,7 @@ BAD_CALLS = [
     (dict(clamp=-1.0), ValueError, "clamp must be >= 0"),
     (dict(clamp=float("nan")), TypeError, "clamp must be a real number"),
     (dict(gain=float("inf")), ValueError, "gain must be finite"),
+    (dict(act="lrelu", alpha=float("nan")), ValueError, "alpha must be finite"),
 ]
 
 
@@ -406,6 +497,8 @@ def test_bias_act_module_rejects_bad_arguments_at_construction():
         BiasAct(4, clamp=-1.0)
     with pytest.raises(ValueError, match="num_features"):
         BiasAct(-1)
+    with pytest.raises(TypeError, match="medkern.nn.BiasAct: clamp must be a real number"):
+        BiasAct(3, clamp="1")
 
 
 def test_aliases_name_the_same_activation():

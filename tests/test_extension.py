@@ -75,10 +75,12 @@ def test_portable_cpu_kernels_give_the_same_results():
         import torch, medkern
         torch.manual_seed(0)
         x = torch.randn(4, 6, 33, 17, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-        b = torch.randn(6, dtype=torch.float64)
+        x.requires_grad_()
+        b = torch.randn(6, dtype=torch.float64, requires_grad=True)
         y = medkern.ops.bias_act(x, b, 1, "gelu", gain=1.3, clamp=1.0)
+        gx, gb = torch.autograd.grad(y, (x, b), torch.randn_like(y))
         print(medkern._extension._C.cpu_capability)
-        torch.save(y, "{out}")
+        torch.save([y.detach(), gx, gb], "{out}")
         """
     )
     outputs = {}
@@ -93,7 +95,8 @@ def test_portable_cpu_kernels_give_the_same_results():
     assert "DEFAULT" in outputs
     first, *others = outputs.values()
     for other in others:
-        torch.testing.assert_close(other, first, rtol=1e-12, atol=1e-12)
+        for a, b in zip(other, first):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def _run_python(code: str, **env_changes) -> subprocess.CompletedProcess:

@@ -5,7 +5,8 @@
 // so the CPU tests exercise the math the GPU runs.
 //
 // Conventions follow torch's autograd at the kinks: relu'(0) = 0, lrelu'(0) = alpha,
-// elu'(0) = alpha but elu''(0) = 0 (likewise selu); NaN propagates as in torch (relu(NaN) = NaN).
+// elu'(0) = alpha but elu''(0) = 0 (likewise selu); and at NaN: relu(NaN) = NaN, relu'(NaN) = 1,
+// elu'(NaN) = 1 (torch tests z <= 0 for the negative branch, which NaN fails).
 // The Python table (names, ids, default alphas) is medkern/activations.py; the Triton twin
 // is medkern/triton/activations.py; ids here match both.
 
@@ -104,7 +105,7 @@ C10_HOST_DEVICE inline T activation(const T& z, const T& alpha) {
     else return zero;
   } else if constexpr (A == Act::kRelu) {
     if constexpr (Order == 0) return select(z < zero, zero, z);
-    else if constexpr (Order == 1) return select(z > zero, one, zero);
+    else if constexpr (Order == 1) return select(z <= zero, zero, one);
     else return zero;
   } else if constexpr (A == Act::kLRelu) {
     if constexpr (Order == 0) return select(z > zero, z, z * alpha);
@@ -136,7 +137,7 @@ C10_HOST_DEVICE inline T activation(const T& z, const T& alpha) {
     const T a = A == Act::kElu ? alpha : T(S(kSeluAlpha));
     const T scale = A == Act::kElu ? one : T(S(kSeluScale));
     if constexpr (Order == 0) return select(z > zero, z, a * expm1_(z)) * scale;
-    else if constexpr (Order == 1) return select(z > zero, one, a * exp_(z)) * scale;
+    else if constexpr (Order == 1) return select(z <= zero, a * exp_(z), one) * scale;
     else return select(z < zero, a * exp_(z), zero) * scale;  // 0 at z = 0, as torch's elu double backward
   } else if constexpr (A == Act::kGelu) {
     const S half(0.5);

@@ -16,7 +16,7 @@ inline ChannelLayout channel_layout(const at::Tensor& t, int64_t dim) {
   const int64_t channels = t.size(dim);
   const int64_t numel = t.numel();
   if (numel == 0) return {0, channels, 1};
-  if (channels == 1) return {numel, 1, 1};
+  if (channels == 1) return {1, 1, numel};  // one long run: the bias is a scalar
   const int64_t inner = t.stride(dim);
   return {numel / (channels * inner), channels, inner};
 }

@@ -73,27 +73,53 @@ Tiling make_tiling(const ChannelLayout& l) {
 // The channel of element j of a row on the vector-bias path.
 inline int64_t channel_in_row(int64_t j, const ChannelLayout& l) { return (j / l.inner) % l.channels; }
 
-// The bias in arithmetic type U: per channel (scalar path) or laid out along a row (vector path).
-template <typename U, typename scalar_t>
-std::vector<U> bias_table(const scalar_t* bp, const ChannelLayout& l, const Tiling& t) {
-  std::vector<U> table(t.scalar_bias ? l.channels : t.row_length, U(0));
-  if (bp == nullptr) return table;
-  for (int64_t j = 0; j < static_cast<int64_t>(table.size()); ++j) {
-    table[j] = static_cast<U>(bp[t.scalar_bias ? j : channel_in_row(j, l)]);
-  }
-  return table;
-}
-
-// Task `task`'s span; its length is <= 0 past the end of a short last row.
+// The bias in arithmetic type U, as each task's span needs it: a scalar per row on the
+// scalar-bias path; on the vector-bias path a table along the row, or, for rows too long to
+// tabulate (few outer indices, many channels), a per-span stretch written into a buffer.
 template <typename U>
-Span<U> span_of(int64_t task, const Tiling& t, const ChannelLayout& l, const std::vector<U>& bias) {
-  const int64_t row = task / t.blocks_per_row;
-  const int64_t start = (task % t.blocks_per_row) * kBlock;
-  const int64_t offset = row * t.row_length + start;
-  const int64_t length = std::min({kBlock, t.row_length - start, t.numel - offset});
-  if (t.scalar_bias) return {offset, length, nullptr, bias[row % l.channels]};
-  return {offset, length, bias.data() + start, U(0)};
-}
+class Bias {
+ public:
+  template <typename scalar_t>
+  Bias(const scalar_t* b, const ChannelLayout& l, const Tiling& t) : l_(l), t_(t), per_channel_(l.channels, U(0)) {
+    if (b != nullptr) {
+      for (int64_t c = 0; c < l.channels; ++c) per_channel_[c] = static_cast<U>(b[c]);
+    }
+    if (!t.scalar_bias && t.row_length <= kMaxRowTable) {
+      row_.resize(t.row_length);
+      fill(row_.data(), 0, t.row_length);
+    }
+  }
+
+  // Task `task`'s span (length <= 0 past the end of a short last row). `buf`, kBlock long,
+  // may be used to hold the span's bias.
+  Span<U> span(int64_t task, U* buf) const {
+    const int64_t row = task / t_.blocks_per_row;
+    const int64_t start = (task % t_.blocks_per_row) * kBlock;
+    const int64_t offset = row * t_.row_length + start;
+    const int64_t length = std::min({kBlock, t_.row_length - start, t_.numel - offset});
+    if (t_.scalar_bias) return {offset, length, nullptr, per_channel_[row % l_.channels]};
+    if (!row_.empty()) return {offset, length, row_.data() + start, U(0)};
+    if (length > 0) fill(buf, start, length);
+    return {offset, length, buf, U(0)};
+  }
+
+ private:
+  static constexpr int64_t kMaxRowTable = 1 << 16;
+
+  // Writes the bias of row elements [start, start + n) to out, a run per channel.
+  void fill(U* out, int64_t start, int64_t n) const {
+    for (int64_t j = 0; j < n;) {
+      const int64_t run = std::min(n - j, l_.inner - (start + j) % l_.inner);
+      std::fill(out + j, out + j + run, per_channel_[channel_in_row(start + j, l_)]);
+      j += run;
+    }
+  }
+
+  ChannelLayout l_;
+  Tiling t_;
+  std::vector<U> per_channel_;
+  std::vector<U> row_;
+};
 
 // Reads n elements of src as U: src itself when it is U already, else converted into buf.
 template <typename U, typename scalar_t>
@@ -181,12 +207,13 @@ template <Act A, typename scalar_t>
 void forward_kernel(const BiasActPointers& ptr, const ChannelLayout& l, const BiasActArgs& args) {
   using U = at::opmath_type<scalar_t>;
   const Tiling t = make_tiling(l);
-  const std::vector<U> bias = bias_table<U>(static_cast<const scalar_t*>(ptr.b), l, t);
+  const Bias<U> bias(static_cast<const scalar_t*>(ptr.b), l, t);
   const BiasActParams<U> p = args.params<U>();
   const auto* xp = static_cast<const scalar_t*>(ptr.x);
   auto* yp = static_cast<scalar_t*>(ptr.out);
   at::parallel_for(0, t.tasks(), kTaskGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) forward_span<A>(xp, yp, span_of(task, t, l, bias), p);
+    U bias_buf[kBlock];
+    for (int64_t task = begin; task < end; ++task) forward_span<A>(xp, yp, bias.span(task, bias_buf), p);
   });
 }
 
@@ -194,7 +221,7 @@ template <Act A, int Order, typename scalar_t>
 void grad_kernel(const BiasActPointers& ptr, const ChannelLayout& l, const BiasActArgs& args) {
   using U = at::opmath_type<scalar_t>;
   const Tiling t = make_tiling(l);
-  const std::vector<U> bias = bias_table<U>(static_cast<const scalar_t*>(ptr.b), l, t);
+  const Bias<U> bias(static_cast<const scalar_t*>(ptr.b), l, t);
   const BiasActParams<U> p = args.params<U>();
   const auto* gp = static_cast<const scalar_t*>(ptr.g);
   const auto* xp = static_cast<const scalar_t*>(ptr.x);
@@ -206,9 +233,10 @@ void grad_kernel(const BiasActPointers& ptr, const ChannelLayout& l, const BiasA
     // one partial sum per task, added per channel in task order
     std::vector<U> partial(want_bias_grad ? t.tasks() : 0, U(0));
     at::parallel_for(0, t.tasks(), kTaskGrain, [&](int64_t begin, int64_t end) {
+      U bias_buf[kBlock];
       for (int64_t task = begin; task < end; ++task) {
         Vec<U> acc(U(0));
-        grad_span<A, Order>(gp, xp, op, span_of(task, t, l, bias), p, static_cast<U*>(nullptr), acc);
+        grad_span<A, Order>(gp, xp, op, bias.span(task, bias_buf), p, static_cast<U*>(nullptr), acc);
         if (want_bias_grad) partial[task] = sum_lanes(acc);
       }
     });
@@ -228,7 +256,8 @@ void grad_kernel(const BiasActPointers& ptr, const ChannelLayout& l, const BiasA
         const int64_t chunk = job / t.blocks_per_row, block = job % t.blocks_per_row;
         const int64_t row_end = std::min(t.rows, (chunk + 1) * rows_per_chunk);
         for (int64_t row = chunk * rows_per_chunk; row < row_end; ++row) {
-          const Span<U> s = span_of(row * t.blocks_per_row + block, t, l, bias);
+          U bias_buf[kBlock];
+          const Span<U> s = bias.span(row * t.blocks_per_row + block, bias_buf);
           Vec<U> unused(U(0));
           U* acc_vec = want_bias_grad ? acc.data() + chunk * t.row_length + block * kBlock : nullptr;
           grad_span<A, Order>(gp, xp, op, s, p, acc_vec, unused);

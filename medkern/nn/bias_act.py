@@ -7,8 +7,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .. import activations
-from ..ops.bias_act import bias_act
+from ..ops.bias_act import bias_act, check_options
 
 
 class BiasAct(nn.Module):
@@ -33,12 +32,9 @@ class BiasAct(nn.Module):
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 0:
             raise ValueError(f"medkern.nn.BiasAct: num_features must be an int >= 0, got {num_features!r}")
-        spec = activations.get(act, "medkern.nn.BiasAct")
-        activations.resolve_alpha(spec, alpha, "medkern.nn.BiasAct")  # reject a bad alpha now, not at forward
-        if clamp is not None and clamp < 0:
-            raise ValueError(f"medkern.nn.BiasAct: clamp must be >= 0 or None, got {clamp}")
+        name, _, _, _ = check_options("medkern.nn.BiasAct", act, alpha, gain, clamp)  # fail now, not at forward
         self.num_features, self.act, self.alpha, self.gain, self.clamp, self.dim = (
-            num_features, spec.name, alpha, gain, clamp, dim)
+            num_features, name, alpha, gain, clamp, dim)
         if bias:
             self.bias = nn.Parameter(torch.zeros(num_features, device=device, dtype=dtype))
         else:

@@ -30,12 +30,29 @@ OP = "medkern.ops.bias_act"
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def _real(value, name: str) -> float:
+def _real(op: str, value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{OP}: {name} must be a real number, got {type(value).__name__}")
+        raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
     if not math.isfinite(value):
-        raise ValueError(f"{OP}: {name} must be finite, got {value}")
+        raise ValueError(f"{op}: {name} must be finite, got {value}")
     return float(value)
+
+
+def check_options(op: str, act, alpha, gain, clamp):
+    """Checks and resolves the non-tensor arguments: (activation name, alpha, gain, clamp).
+
+    The one check of these for the op, the Triton op and medkern.nn.BiasAct.
+    """
+    spec = activations.get(act, op)
+    alpha = activations.resolve_alpha(spec, alpha, op)
+    gain = 1.0 if gain is None else _real(op, gain, "gain")
+    if clamp is not None:
+        if isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or math.isnan(clamp):
+            raise TypeError(f"{op}: clamp must be a real number or None, got {clamp!r}")
+        if clamp < 0:
+            raise ValueError(f"{op}: clamp must be >= 0 (or None for no clamp), got {clamp}")
+        clamp = None if math.isinf(clamp) else float(clamp)
+    return spec.name, alpha, gain, clamp
 
 
 def check_tensors(op: str, x, b, dim) -> None:
@@ -66,17 +83,7 @@ def check_tensors(op: str, x, b, dim) -> None:
 def check_args(x, b, dim, act, alpha, gain, clamp):
     """Checks every argument; returns (dim in [0, ndim), activation name, alpha, gain, clamp)."""
     check_tensors(OP, x, b, dim)
-    dim %= x.dim()
-    spec = activations.get(act, OP)
-    alpha = activations.resolve_alpha(spec, alpha, OP)
-    gain = 1.0 if gain is None else _real(gain, "gain")
-    if clamp is not None:
-        if isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or math.isnan(clamp):
-            raise TypeError(f"{OP}: clamp must be a real number or None, got {clamp!r}")
-        if clamp < 0:
-            raise ValueError(f"{OP}: clamp must be >= 0 (or None for no clamp), got {clamp}")
-        clamp = None if math.isinf(clamp) else float(clamp)
-    return dim, spec.name, alpha, gain, clamp
+    return (dim % x.dim(), *check_options(OP, act, alpha, gain, clamp))
 
 
 def _autocast_bias(x: torch.Tensor, b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -51,6 +51,7 @@ def bias_act_grad(
     """
     if order != 3:
         raise ValueError(f"reference.bias_act_grad computes order 3 only, got {order}")
+    dim %= x.dim()  # direct op callers may pass a negative dim
     z = x if b is None else x + broadcast_along(b, x.dim(), dim)
     d = third_derivative(z, act, alpha) * gain
     if clamp is not None:

@@ -9,6 +9,8 @@ precision, each real constant is passed as a pair (hi, lo) of float32 values wit
 to it within 2**-48 (``split``), and ``exact`` adds them in the computation's dtype.
 """
 
+import math
+
 import numpy as np
 import triton
 import triton.language as tl
@@ -29,9 +31,18 @@ GELU: tl.constexpr = tl.constexpr(ACTIVATIONS["gelu"].id)
 
 
 def split(value: float) -> tuple[float, float]:
-    """(hi, lo): float32-representable values whose sum is ``value`` within 2**-48 relative."""
-    hi = float(np.float32(value))
+    """(hi, lo): float32 values whose sum is ``value`` to about 2**-48 relative (for values in
+    float32's normal range). Outside float32's range hi is +-inf and lo 0, as a C++ float cast gives."""
+    with np.errstate(over="ignore"):
+        hi = float(np.float32(value))
+    if not math.isfinite(hi):
+        return hi, 0.0
     return hi, float(np.float32(value - hi))
+
+
+def fits_float32(value: float) -> bool:
+    """Whether ``value`` is within float32's finite range (what ``split`` can carry exactly)."""
+    return abs(value) <= float(np.finfo(np.float32).max)
 
 
 _SELU_ALPHA_HI: tl.constexpr = tl.constexpr(split(SELU_ALPHA)[0])
@@ -102,7 +113,7 @@ def activation(z, alpha, ACT: tl.constexpr, ORDER: tl.constexpr):
         if ORDER == 0:
             r = tl.where(z < 0, zero, z)
         elif ORDER == 1:
-            r = tl.where(z > 0, one, zero)
+            r = tl.where(z <= 0, zero, one)  # 1 at NaN, as torch
         else:
             r = zero
     elif ACT == LRELU:
@@ -155,7 +166,7 @@ def activation(z, alpha, ACT: tl.constexpr, ORDER: tl.constexpr):
         if ORDER == 0:
             r = tl.where(z > 0, z, a * expm1(z)) * scale
         elif ORDER == 1:
-            r = tl.where(z > 0, one, a * tl.exp(z)) * scale
+            r = tl.where(z <= 0, a * tl.exp(z), one) * scale  # 1 at NaN, as torch
         else:
             r = tl.where(z < 0, a * tl.exp(z), zero) * scale  # 0 at z = 0, as torch
     else:  # GELU, the exact erf form

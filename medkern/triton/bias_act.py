@@ -8,6 +8,8 @@ as in csrc/common/layout.h. The bias gradient is a torch sum over the kernel's o
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from typing import Optional
 
 import torch
@@ -16,8 +18,8 @@ import triton.language as tl
 from torch._subclasses.fake_tensor import is_fake
 
 from .. import activations
-from ..ops.bias_act import check_tensors, register_autograd
-from .activations import activation, exact, split
+from ..ops.bias_act import check_options, check_tensors, register_autograd
+from .activations import activation, exact, fits_float32, split
 
 BLOCK = 1024
 NUM_WARPS = 4
@@ -81,7 +83,7 @@ def _channel_layout(t: torch.Tensor, dim: int) -> tuple[int, int, int]:
     if numel == 0:
         return 0, channels, 1
     if channels == 1:
-        return numel, 1, 1
+        return 1, 1, numel
     inner = t.stride(dim)
     return numel // (channels * inner), channels, inner
 
@@ -94,10 +96,18 @@ def _launch(order, g, x, b, out, dim, act, alpha, gain, clamp):
     _, channels, inner = _channel_layout(out, dim)
     n = out.numel()
     dummy = x  # pointer arguments a variant does not read
+    b = b.contiguous() if b is not None else None  # the kernel indexes b[c]
+    on_device = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
+    with on_device:  # Triton launches on the current device
+        _launch_kernel(order, g if g is not None else dummy, x, b if b is not None else dummy, out, n,
+                       channels, inner, act, alpha, gain, clamp, has_bias=b is not None)
+
+
+def _launch_kernel(order, g, x, b, out, n, channels, inner, act, alpha, gain, clamp, has_bias):
     torch.library.wrap_triton(bias_act_kernel)[(triton.cdiv(n, BLOCK),)](
-        g if g is not None else dummy,
+        g,
         x,
-        b if b is not None else dummy,
+        b,
         out,
         n,
         channels,
@@ -107,7 +117,7 @@ def _launch(order, g, x, b, out, dim, act, alpha, gain, clamp):
         *split(clamp if clamp is not None else 0.0),
         ACT=activations.get(act).id,
         ORDER=order,
-        HAS_BIAS=b is not None,
+        HAS_BIAS=has_bias,
         HAS_CLAMP=clamp is not None,
         FP64=x.dtype == torch.float64,
         BLOCK=BLOCK,
@@ -115,11 +125,14 @@ def _launch(order, g, x, b, out, dim, act, alpha, gain, clamp):
     )
 
 
-def _check(op, x, b, dim, act, clamp):
+def _check(op, x, b, dim, act, alpha, gain, clamp):
     check_tensors(op, x, b, dim)
     activations.get(act, op)
-    if clamp is not None and not clamp >= 0:
-        raise ValueError(f"{op}: clamp must be >= 0 (or None for no clamp), got {clamp}")
+    check_options(op, "linear", None, gain, clamp)
+    if x.dtype == torch.float64 and not all(fits_float32(v) for v in (alpha, gain, clamp or 0.0)):
+        # Triton passes float scalars as float32 (see medkern/triton/activations.py)
+        raise ValueError(f"{op}: the triton backend takes alpha, gain and clamp within float32's range for "
+                         f"float64 tensors, got alpha={alpha}, gain={gain}, clamp={clamp}; use the cpu or cuda backend")
 
 
 @torch.library.triton_op("medkern::triton_bias_act", mutates_args=())
@@ -132,7 +145,7 @@ def triton_bias_act(
     gain: float,
     clamp: Optional[float],
 ) -> torch.Tensor:
-    _check("medkern::triton_bias_act", x, b, dim, act, clamp)
+    _check("medkern::triton_bias_act", x, b, dim, act, alpha, gain, clamp)
     dim %= x.dim()
     y = torch.empty_like(x)
     if y.numel() > 0:
@@ -154,7 +167,7 @@ def triton_bias_act_backward(
     bias_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     op = "medkern::triton_bias_act_backward"
-    _check(op, x, b, dim, act, clamp)
+    _check(op, x, b, dim, act, alpha, gain, clamp)
     if order not in (1, 2):
         raise ValueError(f"{op}: order must be 1 or 2 (higher orders run in PyTorch ops), got {order}")
     if grad.shape != x.shape or grad.dtype != x.dtype or grad.device != x.device:
@@ -182,21 +195,24 @@ def backward_op():
 register_autograd("medkern::triton_bias_act", "medkern::triton_bias_act_backward")
 
 
-# Every variant the ops can launch, for ahead-of-time compilation (medkern.triton.aot).
+# The variants compiled ahead of time (medkern.triton.aot): every activation and order with each
+# combination of bias and clamp in float32, and with both in the other dtypes.
 def aot_variants():
     pointer = {torch.float32: "*fp32", torch.float64: "*fp64", torch.float16: "*fp16", torch.bfloat16: "*bf16"}
+    flags = {torch.float32: [(True, True), (True, False), (False, True), (False, False)]}
+    scalars = {f"{name}_{part}": "fp32" for name in ("alpha", "gain", "clamp") for part in ("hi", "lo")}
     for dtype, ptr in pointer.items():
-        for act in activations.NAMES:
-            for order in (0, 1, 2):
-                signature = {
-                    "g_ptr": ptr, "x_ptr": ptr, "b_ptr": ptr, "out_ptr": ptr,
-                    "n": "i64", "channels": "i64", "inner": "i64",
-                    **{f"{name}_{part}": "fp32" for name in ("alpha", "gain", "clamp") for part in ("hi", "lo")},
-                    "ACT": "constexpr", "ORDER": "constexpr", "HAS_BIAS": "constexpr",
-                    "HAS_CLAMP": "constexpr", "FP64": "constexpr", "BLOCK": "constexpr",
-                }
-                constexprs = {
-                    "ACT": activations.get(act).id, "ORDER": order, "HAS_BIAS": True,
-                    "HAS_CLAMP": True, "FP64": dtype == torch.float64, "BLOCK": BLOCK,
-                }
-                yield f"bias_act_kernel[{act},order={order},{ptr[1:]}]", bias_act_kernel, signature, constexprs
+        combos = itertools.product(flags.get(dtype, [(True, True)]), activations.NAMES, (0, 1, 2))
+        for (has_bias, has_clamp), act, order in combos:
+            signature = {
+                "g_ptr": ptr, "x_ptr": ptr, "b_ptr": ptr, "out_ptr": ptr,
+                "n": "i64", "channels": "i64", "inner": "i64", **scalars,
+                "ACT": "constexpr", "ORDER": "constexpr", "HAS_BIAS": "constexpr",
+                "HAS_CLAMP": "constexpr", "FP64": "constexpr", "BLOCK": "constexpr",
+            }
+            constexprs = {
+                "ACT": activations.get(act).id, "ORDER": order, "HAS_BIAS": has_bias,
+                "HAS_CLAMP": has_clamp, "FP64": dtype == torch.float64, "BLOCK": BLOCK,
+            }
+            name = f"bias_act_kernel[{act},order={order},{ptr[1:]},bias={has_bias},clamp={has_clamp}]"
+            yield name, bias_act_kernel, signature, constexprs
