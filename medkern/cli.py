@@ -1,4 +1,4 @@
-"""The ``medkern`` command: ``medkern info`` and ``medkern bench``."""
+"""The ``medkern`` command: ``medkern info``, ``medkern bench`` and ``medkern check``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", choices=DTYPES, default="float32", help="default: %(default)s")
     bench.add_argument("--list", action="store_true", help="list the cases and exit")
     bench.set_defaults(command=_bench)
+
+    check = commands.add_parser(
+        "check",
+        help="check every kernel against the reference on the devices and backends available here",
+        description="Exits 1 if any kernel disagrees with the reference beyond medkern's tolerance table.",
+    )
+    check.add_argument("--device", choices=("cpu", "cuda"), action="append", help="default: every device available")
+    check.add_argument("--backend", choices=("cpu", "cuda", "triton"), action="append", help="default: all")
+    check.add_argument("--dtype", choices=DTYPES, action="append", help="default: all")
+    check.set_defaults(command=_check)
     return parser
 
 
@@ -78,6 +88,21 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     written = ", ".join(str(path) for path in paths.values() if path is not None)
     print(f"\nWrote {written}" + ("" if paths["png"] else " (no chart: see results.md)"))
     return 0
+
+
+def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .check import DTYPES as ALL_DTYPES
+    from .check import run_check, summary
+
+    if args.device and "cuda" in args.device and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    dtypes = tuple(getattr(torch, name) for name in args.dtype) if args.dtype else ALL_DTYPES
+    results, skipped = run_check(args.device, args.backend, dtypes)
+    print(summary(results, skipped))
+    if not results:
+        print("medkern check: nothing ran (no backend can run here)", file=sys.stderr)
+        return 1
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _positive_int(text: str) -> int:

@@ -61,12 +61,31 @@ def max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return (actual.double() - expected.double()).abs().max().item()
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, family: str, kind: str, dtype: torch.dtype, msg=""):
-    """torch.testing.assert_close with the table's tolerances (atol scaled as described above)."""
+def bounds(expected: torch.Tensor, family: str, kind: str, dtype: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol) for comparing with ``expected``: the table's, atol scaled as described above."""
     rtol, atol = tolerance(family, kind, dtype)
     finite = expected[torch.isfinite(expected)]
     scale = max(1.0, finite.abs().max().item()) if finite.numel() else 1.0
+    return rtol, atol * scale
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, family: str, kind: str, dtype: torch.dtype, msg=""):
+    """torch.testing.assert_close with the table's tolerances (atol scaled as described above)."""
+    rtol, atol = bounds(expected, family, kind, dtype)
     torch.testing.assert_close(
-        actual.to(expected.dtype), expected, rtol=rtol, atol=atol * scale, equal_nan=True,
+        actual.to(expected.dtype), expected, rtol=rtol, atol=atol, equal_nan=True,
         msg=lambda default: f"{msg}: {default}" if msg else default,
     )
+
+
+def within(actual: torch.Tensor, expected: torch.Tensor, family: str, kind: str, dtype: torch.dtype):
+    """(largest error as a fraction of what is allowed, ok): assert_close's test as values.
+
+    A fraction above 1 fails; NaN where both are NaN, and equal infinities, count as equal.
+    """
+    rtol, atol = bounds(expected, family, kind, dtype)
+    a, e = actual.to(expected.dtype).double(), expected.double()
+    same = (a == e) | (torch.isnan(a) & torch.isnan(e))
+    ratio = torch.where(same, torch.zeros_like(a), (a - e).abs() / (atol + rtol * e.abs()))
+    worst = ratio.max().item() if ratio.numel() else 0.0
+    return worst, bool(worst <= 1.0)

@@ -12,7 +12,7 @@ from medkern import activations, tolerances
 from medkern.nn import BiasAct
 from medkern.reference.bias_act import bias_act as reference_bias_act
 
-from bias_act_cases import LAYOUTS, Layout, assert_matches, make_inputs, oracle, resolve, run
+from medkern.testing.bias_act import LAYOUTS, Layout, assert_matches, make_inputs, oracle, resolve, run
 from conftest import kernel_targets, needs_cuda
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]

@@ -1,4 +1,4 @@
-"""Inputs for bias_act tests: shapes and layouts, kink-free data, and the reference oracle."""
+"""bias_act under test: shapes and layouts, kink-free data, a run of forward and gradients, and the oracle."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Optional
 
 import torch
 
-import medkern
-from medkern import activations, tolerances
-from medkern.reference.bias_act import bias_act as reference_bias_act
-from medkern.reference.bias_act import broadcast_along
+from .. import activations, ops, tolerances
+from .. import backend as backend_module
+from ..reference.bias_act import bias_act as reference_bias_act
+from ..reference.bias_act import broadcast_along
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,8 @@ def run(backend: str, x, b, dim, act, alpha, gain, clamp, order: int = 2, seed: 
     x = x.detach().clone().requires_grad_()
     b = b.detach().clone().requires_grad_() if b is not None else None
     inputs = (x,) if b is None else (x, b)
-    with medkern.use_backend(backend):
-        y = medkern.ops.bias_act(x, b, dim, act, alpha, gain, clamp)
+    with backend_module.use_backend(backend):
+        y = ops.bias_act(x, b, dim, act, alpha, gain, clamp)
         g = noise(y)
         grads = torch.autograd.grad(y, inputs, g, create_graph=order >= 2)
         out = [y, *grads] + ([None] if b is None else [])

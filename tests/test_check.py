@@ -1,0 +1,74 @@
+"""``medkern check`` and the tolerance test it applies."""
+
+import contextlib
+import io
+
+import pytest
+import torch
+
+from medkern import check, cli, tolerances
+from medkern.testing import bias_act as bias_act_testing
+
+
+def _run_cli(*args):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["check", *args])
+    return code, out.getvalue()
+
+
+def test_check_passes_on_this_machine_and_names_what_it_ran():
+    code, out = _run_cli("--device", "cpu", "--backend", "cpu")
+    assert code == 0, out
+    for dtype in ("float32", "float64", "float16", "bfloat16"):
+        assert f"bias_act   cpu    cpu       {dtype:<9}" in out
+    assert "FAIL" not in out and "checks passed" in out
+
+
+def test_check_fails_when_a_kernel_is_wrong(monkeypatch):
+    real_run = bias_act_testing.run
+
+    def off_by_a_little(backend_name, *args, **kwargs):
+        outputs = real_run(backend_name, *args, **kwargs)
+        if backend_name == "cpu":
+            outputs[0] = outputs[0] * 1.01  # the forward, 1% off
+        return outputs
+
+    monkeypatch.setattr(bias_act_testing, "run", off_by_a_little)
+    code, out = _run_cli("--device", "cpu", "--backend", "cpu", "--dtype", "float32")
+    assert code == 1
+    assert "FAIL" in out and ": y: error" in out
+
+
+def test_check_reports_a_crash_as_a_failure(monkeypatch):
+    def crash(*args, **kwargs):
+        raise RuntimeError("kernel exploded")
+
+    monkeypatch.setattr(bias_act_testing, "run", crash)
+    code, out = _run_cli("--device", "cpu", "--backend", "cpu", "--dtype", "float64")
+    assert code == 1
+    assert "RuntimeError: kernel exploded" in out
+
+
+def test_unavailable_backends_are_listed_not_run(monkeypatch):
+    monkeypatch.setattr(check.backend, "_why_not", lambda name, op, device: "not built here" if name == "cpu" else None)
+    runnable, skipped = check.targets(["cpu"])
+    assert ("cpu", "cpu") not in runnable
+    assert ("cpu", "cpu", "not built here") in skipped
+    assert "(not run: cpu on cpu: not built here)" in check.summary([], skipped)
+
+
+def test_within_matches_assert_close():
+    expected = torch.tensor([1.0, -2.0, float("nan"), float("inf")], dtype=torch.float64)
+    worst, ok = tolerances.within(expected.clone(), expected, "bias_act", "forward", torch.float32)
+    assert ok and worst == 0.0
+    rtol, atol = tolerances.bounds(expected, "bias_act", "forward", torch.float32)
+    nudged = expected + torch.tensor([0.5 * (atol + rtol), 0.0, 0.0, 0.0])
+    worst, ok = tolerances.within(nudged, expected, "bias_act", "forward", torch.float32)
+    assert ok and worst == pytest.approx(0.5, rel=1e-3)
+    tolerances.assert_close(nudged, expected, "bias_act", "forward", torch.float32)
+    too_far = expected + torch.tensor([3 * (atol + rtol), 0.0, 0.0, 0.0])
+    worst, ok = tolerances.within(too_far, expected, "bias_act", "forward", torch.float32)
+    assert not ok and worst == pytest.approx(3.0, rel=1e-3)
+    with pytest.raises(AssertionError):
+        tolerances.assert_close(too_far, expected, "bias_act", "forward", torch.float32)
