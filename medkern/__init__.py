@@ -6,7 +6,7 @@ reference (a warning says so once), and Triton and CUDA are used only where pres
 
 __version__ = "0.1.0"
 
-from . import _extension  # noqa: E402  (loads medkern._C, or warns once)
+from . import _extension  # noqa: E402,F401  (loads medkern._C, or warns once)
 from . import activations, backend, ops, reference  # noqa: E402
 from .backend import use_backend  # noqa: E402
 from .info import info  # noqa: E402

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from medkern.reference.activations import activation
 from medkern.reference.norm_act import (
     batch_rstd,
     invertible,
