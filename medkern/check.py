@@ -18,7 +18,6 @@ from .testing import bias_act as bias_act_testing
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 BACKENDS_BY_DEVICE = {"cpu": ("cpu", "triton"), "cuda": ("cuda", "triton")}
-OUTPUTS = (("y", "forward"), ("grad x", "grad"), ("grad b", "grad"), ("grad2 x", "grad2"), ("grad2 b", "grad2"))
 LAYOUT_NAMES = ("nchw", "channels_last", "rank1", "sliced")
 
 
@@ -54,8 +53,7 @@ def check_bias_act(device: str, backend_name: str, dtypes=DTYPES) -> list[Result
     results = []
     for dtype, act, layout in itertools.product(dtypes, activations.NAMES, layouts):
         variant = layouts.index(layout) % 2
-        alpha = 0.3 if variant and activations.get(act).takes_alpha else None
-        gain, clamp = (1.7, 1.5) if variant else (None, None)
+        alpha, gain, clamp = bias_act_testing.options_for(act, variant)
         case = f"{act} {layout.name}" + (" alpha/gain/clamp" if variant else "")
         common = dict(op="bias_act", device=device, backend=backend_name, dtype=str(dtype).removeprefix("torch."),
                       case=case)
@@ -67,8 +65,8 @@ def check_bias_act(device: str, backend_name: str, dtypes=DTYPES) -> list[Result
         except Exception as exc:  # a crash is a failure to report, not to stop at
             results.append(Result(**common, output="(run)", worst=None, ok=False, error=f"{type(exc).__name__}: {exc}"))
             continue
-        for (name, kind), actual, expected in zip(OUTPUTS, got, want):
-            worst, ok = tolerances.within(actual.cpu(), expected.to(dtype).to(expected.dtype).cpu(), "bias_act", kind, dtype)
+        for (name, kind), actual, expected in zip(bias_act_testing.OUTPUTS, got, want):
+            worst, ok = tolerances.within(actual.cpu(), bias_act_testing.rounded(expected, dtype), "bias_act", kind, dtype)
             results.append(Result(**common, output=name, worst=worst, ok=ok))
     return results
 

@@ -6,6 +6,9 @@ present (then Triton runs for real) or the caller chose a mode.
 """
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import torch
 
@@ -36,3 +39,15 @@ def _seed_and_backend():
     torch.manual_seed(0)
     with medkern.use_backend("auto"):
         yield
+
+
+def run_python(code: str, **env) -> subprocess.CompletedProcess:
+    """``python -c code`` (dedented) in a fresh process; ``env`` entries set variables (None unsets
+    one). The caller's MEDKERN_BACKEND does not leak in."""
+    full = {k: v for k, v in os.environ.items() if k != "MEDKERN_BACKEND"}
+    for key, value in env.items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full, capture_output=True, text=True)

@@ -1,14 +1,13 @@
 """Choosing the backend: use_backend as a call and a context manager, MEDKERN_BACKEND, errors."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import medkern
 from medkern import backend
+
+from conftest import run_python
 
 
 def test_use_backend_as_call_and_context_manager():
@@ -41,14 +40,8 @@ def test_a_backend_that_cannot_serve_the_tensor_says_why():
         medkern.ops.bias_act(x, None, 1, "relu")
 
 
-def _python(code, **env):
-    full = {k: v for k, v in os.environ.items() if k not in ("MEDKERN_BACKEND",)}
-    full.update(env)
-    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
-
-
 def test_triton_on_cpu_needs_the_interpreter():
-    done = _python(
+    done = run_python(
         "import medkern, torch\n"
         "with medkern.use_backend('triton'):\n"
         "    medkern.ops.bias_act(torch.randn(2, 3), None, 1, 'relu')\n",
@@ -59,13 +52,13 @@ def test_triton_on_cpu_needs_the_interpreter():
 
 
 def test_environment_variable_sets_the_default():
-    done = _python("import medkern; print(medkern.backend.active())", MEDKERN_BACKEND="reference")
+    done = run_python("import medkern; print(medkern.backend.active())", MEDKERN_BACKEND="reference")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "reference"
 
 
 def test_bad_environment_variable_warns_and_uses_auto():
-    done = _python("import medkern; print(medkern.backend.active())", MEDKERN_BACKEND="warp-drive")
+    done = run_python("import medkern; print(medkern.backend.active())", MEDKERN_BACKEND="warp-drive")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "auto"
     assert "MEDKERN_BACKEND='warp-drive' is not a backend" in done.stderr

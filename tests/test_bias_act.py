@@ -12,19 +12,11 @@ from medkern import activations, tolerances
 from medkern.nn import BiasAct
 from medkern.reference.bias_act import bias_act as reference_bias_act
 
-from medkern.testing.bias_act import LAYOUTS, Layout, assert_matches, make_inputs, oracle, resolve, run
+from medkern.testing.bias_act import LAYOUTS, Layout, assert_matches, make_inputs, options_for, oracle, resolve, run
 from conftest import kernel_targets, needs_cuda
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 ACTS = list(activations.NAMES)
-
-
-def options_for(act: str, variant: int):
-    """(alpha, gain, clamp): defaults, or a non-default alpha where the act takes one with gain and clamp."""
-    if variant == 0:
-        return None, None, None
-    alpha = 0.3 if activations.get(act).takes_alpha else None
-    return alpha, 1.7, 1.5
 
 
 # --- parity with the reference -------------------------------------------------------------

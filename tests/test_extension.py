@@ -3,7 +3,6 @@
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -11,6 +10,8 @@ import torch
 
 import medkern
 from medkern import _extension
+
+from conftest import run_python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,10 +87,7 @@ def test_portable_cpu_kernels_give_the_same_results():
     outputs = {}
     for capability in ("default", None):
         out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"medkern_cap_{capability}.pt")
-        env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
-        if capability:
-            env["ATEN_CPU_CAPABILITY"] = capability
-        done = subprocess.run([sys.executable, "-c", script.format(out=out)], env=env, capture_output=True, text=True)
+        done = run_python(script.format(out=out), ATEN_CPU_CAPABILITY=capability)
         assert done.returncode == 0, done.stderr
         outputs[done.stdout.strip()] = torch.load(out)
     assert "DEFAULT" in outputs
@@ -97,12 +95,6 @@ def test_portable_cpu_kernels_give_the_same_results():
     for other in others:
         for a, b in zip(other, first):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-
-
-def _run_python(code: str, **env_changes) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.update(env_changes)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True)
 
 
 BLOCK_IMPORT = """
@@ -116,7 +108,7 @@ sys.meta_path.insert(0, Block())
 
 
 def test_import_without_the_extension_warns_once_and_runs_the_reference():
-    done = _run_python(
+    done = run_python(
         BLOCK_IMPORT.format(name="medkern._C")
         + """
 import warnings
@@ -151,7 +143,7 @@ print("ok")
 
 
 def test_import_without_triton():
-    done = _run_python(
+    done = run_python(
         "import torch  # torch probes for Triton with find_spec at import: let it see none later\n"
         + BLOCK_IMPORT.format(name="triton")
         + """

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .activations import activation
+from .bias_act import broadcast_along
 
 KINDS = ("batch", "instance", "group")
 
@@ -109,10 +110,10 @@ def batch_rstd(x: torch.Tensor, kind: str, num_groups: Optional[int], eps: float
 
 
 def _per_channel(values: Optional[torch.Tensor], like: torch.Tensor, fill: float) -> torch.Tensor:
-    shape = [1, like.shape[1]] + [1] * (like.dim() - 2)
+    """``values`` (one per channel, or ``fill`` if None) broadcasting along dim 1 of ``like``."""
     if values is None:
-        return torch.full(shape, fill, dtype=like.dtype, device=like.device)
-    return values.reshape(shape)
+        values = torch.full((like.shape[1],), fill, dtype=like.dtype, device=like.device)
+    return broadcast_along(values, like.dim(), 1)
 
 
 def norm_act_backward_from_output(
