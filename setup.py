@@ -20,7 +20,7 @@ from setuptools import find_packages, setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ARCHS = "8.0;9.0+PTX"
 # CPU kernels (csrc/cpu/*_kernel.cpp) are compiled once more for each of these, with ATen's
-# flags for it, and the best the CPU supports is picked at run time (csrc/cpu/bias_act.cpp).
+# flags for it, and the best the CPU supports is picked at run time (csrc/cpu/capability.h).
 MEDKERN_CPU_CAPABILITIES = (
     {
         "AVX2": ["-mavx2", "-mfma", "-mf16c"],

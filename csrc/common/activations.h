@@ -150,4 +150,30 @@ C10_HOST_DEVICE inline T activation(const T& z, const T& alpha) {
   }
 }
 
+// For the activations whose value determines their argument (linear; lrelu and elu with
+// alpha > 0), the argument and the first derivative recovered from the value y = act(z), so a
+// backward can keep y alone (InPlace-ABN). medkern/reference/norm_act.py states the same.
+constexpr bool recoverable_from_output(Act a) { return a == Act::kLinear || a == Act::kLRelu || a == Act::kElu; }
+
+template <Act A, typename T>
+C10_HOST_DEVICE inline T activation_inverse(const T& y, const T& alpha) {
+  static_assert(recoverable_from_output(A), "activation_inverse: act is not invertible");
+  using S = typename scalar_of<T>::type;
+  const T zero(S(0));
+  if constexpr (A == Act::kLinear) return y;
+  else if constexpr (A == Act::kLRelu) return select(y < zero, y / alpha, y);
+  else return select(y > zero, y, log1p_(y / alpha));
+}
+
+// act'(z) in terms of y, with torch's values at the kink: z > 0 exactly where y > 0.
+template <Act A, typename T>
+C10_HOST_DEVICE inline T activation_derivative_from_output(const T& y, const T& alpha) {
+  static_assert(recoverable_from_output(A), "activation_derivative_from_output: act is not invertible");
+  using S = typename scalar_of<T>::type;
+  const T zero(S(0)), one(S(1));
+  if constexpr (A == Act::kLinear) return one;
+  else if constexpr (A == Act::kLRelu) return select(y > zero, one, alpha);
+  else return select(y > zero, one, y + alpha);  // alpha * exp(z) = y + alpha where z <= 0
+}
+
 }  // namespace medkern

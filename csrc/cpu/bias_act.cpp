@@ -1,41 +1,19 @@
 // medkern::bias_act and medkern::bias_act_backward on CPU: argument handling, then the kernels
-// of the best capability this CPU has (as ATen reports it, so ATEN_CPU_CAPABILITY applies).
+// of the best capability this CPU has (capability.h).
 
 #include <ATen/ATen.h>
-#include <ATen/Version.h>
 #include <torch/library.h>
 
 #include "../common/bias_act_op.h"
 #include "bias_act_kernel.h"
+#include "capability.h"
 
 namespace medkern::cpu {
 
-std::string kernel_capability() {
-  const std::string capability = at::get_cpu_capability();
-#ifdef MEDKERN_CPU_AVX512
-  if (capability == "AVX512") return "AVX512";
-#endif
-#ifdef MEDKERN_CPU_AVX2
-  if (capability == "AVX512" || capability == "AVX2") return "AVX2";
-#endif
-  return "DEFAULT";
-}
-
 namespace {
 
-BiasActKernels pick_kernels() {
-  const std::string capability = kernel_capability();
-#ifdef MEDKERN_CPU_AVX512
-  if (capability == "AVX512") return AVX512::bias_act_kernels();
-#endif
-#ifdef MEDKERN_CPU_AVX2
-  if (capability == "AVX2") return AVX2::bias_act_kernels();
-#endif
-  return DEFAULT::bias_act_kernels();
-}
-
 const BiasActKernels& kernels() {
-  static const BiasActKernels chosen = pick_kernels();
+  static const BiasActKernels chosen = MEDKERN_CPU_KERNELS(bias_act_kernels);
   return chosen;
 }
 

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "bias_act_kernel.h"
+#include "vec_io.h"
 
 namespace medkern::cpu::CPU_CAPABILITY {
 namespace {
@@ -121,32 +122,6 @@ class Bias {
   std::vector<U> row_;
 };
 
-// Reads n elements of src as U: src itself when it is U already, else converted into buf.
-template <typename U, typename scalar_t>
-const U* load_opmath(const scalar_t* src, int64_t n, U* buf) {
-  if constexpr (std::is_same_v<U, scalar_t>) {
-    return src;
-  } else {
-    at::vec::convert(src, buf, n);
-    return buf;
-  }
-}
-
-// Where to write n results in U: dst itself when it is U, else buf (then store_opmath).
-template <typename U, typename scalar_t>
-U* out_opmath(scalar_t* dst, U* buf) {
-  if constexpr (std::is_same_v<U, scalar_t>) {
-    return dst;
-  } else {
-    return buf;
-  }
-}
-
-template <typename U, typename scalar_t>
-void store_opmath(const U* src, scalar_t* dst, int64_t n) {
-  if constexpr (!std::is_same_v<U, scalar_t>) at::vec::convert(src, dst, n);
-}
-
 // y = bias_act_forward(x + bias) over one span.
 template <Act A, typename scalar_t, typename U>
 void forward_span(const scalar_t* x, scalar_t* y, const Span<U>& s, const BiasActParams<U>& p) {
@@ -189,15 +164,6 @@ void grad_span(const scalar_t* g, const scalar_t* x, scalar_t* gx, const Span<U>
     }
   }
   store_opmath(os, gx + s.offset, s.length);
-}
-
-template <typename U>
-U sum_lanes(const Vec<U>& v) {
-  U lanes[Vec<U>::size()];
-  v.store(lanes);
-  U total(0);
-  for (int64_t i = 0; i < Vec<U>::size(); ++i) total += lanes[i];
-  return total;
 }
 
 // Tasks a thread takes at least: tensors under 16 blocks run on the calling thread alone.

@@ -29,10 +29,6 @@ struct BiasActKernels {
                const BiasActArgs& args);
 };
 
-// The capability whose kernels run here: the best of those compiled that ATen reports for this
-// CPU (so ATEN_CPU_CAPABILITY=default forces the portable kernels).
-std::string kernel_capability();
-
 // One per compiled capability; see MEDKERN_CPU_CAPABILITIES in setup.py.
 namespace DEFAULT { BiasActKernels bias_act_kernels(); }
 #ifdef MEDKERN_CPU_AVX2

@@ -1,0 +1,35 @@
+#pragma once
+// The four streaming kernels a device provides for medkern::norm_act (csrc/norm_act_op.cpp
+// does the rest: checks, layout, combining partial statistics, the per-(n, c) tables). Plain
+// pointers only, so the CPU's per-capability objects share no at::Tensor code. U below is the
+// op-math type: float for float, half and bfloat16 data; double for double.
+
+#include <c10/core/ScalarType.h>
+
+#include "norm_act.h"
+
+namespace medkern {
+
+struct NormActKernels {
+  // Per (n, c, segment), [N, C, K] in U: the mean and the sum of squared deviations from it.
+  void (*moments)(at::ScalarType dtype, const void* x, const NormShape& shape, void* mean, void* m2);
+  // y = act(x * scale + shift); scale and shift are U[N * C].
+  void (*forward)(at::ScalarType dtype, Act act, double alpha, const void* x, const void* scale, const void* shift,
+                  const NormShape& shape, void* y);
+  // Per (n, c, segment), [N, C, K] in U: the sums of dpre and of dpre * xhat. `tables` holds U
+  // pointers (NormGradTables<U>); `saved` is y if from_output, else x.
+  void (*grad_sums)(at::ScalarType dtype, Act act, double alpha, bool from_output, const void* g, const void* saved,
+                    const NormGradTables<void>& tables, const NormShape& shape, void* sum_dpre, void* sum_dpre_xhat);
+  // dx = k1 * dpre + k2 * xhat + k3.
+  void (*grad_input)(at::ScalarType dtype, Act act, double alpha, bool from_output, const void* g, const void* saved,
+                     const NormGradTables<void>& tables, const NormShape& shape, void* dx);
+};
+
+// The tables as the kernel's U.
+template <typename U>
+NormGradTables<U> typed(const NormGradTables<void>& t) {
+  auto p = [](const void* v) { return static_cast<const U*>(v); };
+  return {p(t.xs), p(t.xo), p(t.scale), p(t.shift), p(t.k1), p(t.k2), p(t.k3)};
+}
+
+}  // namespace medkern
