@@ -33,11 +33,7 @@ struct NormShape {
   bool interleaved;
   int64_t segment;
 
-  int64_t segments() const { return s == 0 ? 0 : (s + segment - 1) / segment; }
-  // element (n, c, position p)'s offset in memory
-  int64_t offset(int64_t ni, int64_t ci, int64_t p) const {
-    return interleaved ? (ni * s + p) * c + ci : (ni * c + ci) * s + p;
-  }
+  C10_HOST_DEVICE int64_t segments() const { return s == 0 ? 0 : (s + segment - 1) / segment; }
 };
 
 // Positions per segment: kNormSegment elements' worth, whole rows when interleaved. A segment

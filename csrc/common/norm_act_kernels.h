@@ -32,4 +32,22 @@ NormGradTables<U> typed(const NormGradTables<void>& t) {
   return {p(t.xs), p(t.xo), p(t.scale), p(t.shift), p(t.k1), p(t.k2), p(t.k3)};
 }
 
+// Runs f.template operator()<A, FromOutput>() for the runtime act and backward mode (from the
+// output only for the activations it determines).
+template <typename F>
+void dispatch_norm_grad(Act act, bool from_output, F&& f) {
+  dispatch_act(act, [&](auto a) {
+    constexpr Act A = decltype(a)::value;
+    if (from_output) {
+      if constexpr (recoverable_from_output(A)) {
+        f.template operator()<A, true>();
+      } else {
+        TORCH_CHECK(false, "medkern::norm_act_backward: the activation cannot be recovered from its output");
+      }
+    } else {
+      f.template operator()<A, false>();
+    }
+  });
+}
+
 }  // namespace medkern

@@ -235,23 +235,6 @@ struct WriteInputGrad {
   void finish(int64_t) {}
 };
 
-// Runs f.template operator()<A, FromOutput>() for the runtime act and mode.
-template <typename F>
-void dispatch_grad(Act act, bool from_output, F&& f) {
-  dispatch_act(act, [&](auto a) {
-    constexpr Act A = decltype(a)::value;
-    if (from_output) {
-      if constexpr (recoverable_from_output(A)) {
-        f.template operator()<A, true>();
-      } else {
-        TORCH_CHECK(false, "medkern::norm_act_backward: the activation cannot be recovered from its output");
-      }
-    } else {
-      f.template operator()<A, false>();
-    }
-  });
-}
-
 void moments(at::ScalarType dtype, const void* x, const NormShape& sh, void* mean, void* m2) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "medkern::norm_act", [&] {
     using U = at::opmath_type<scalar_t>;
@@ -291,7 +274,7 @@ void grad_sums(at::ScalarType dtype, Act act, double alpha, bool from_output, co
     const auto* sp = static_cast<const scalar_t*>(saved);
     auto* s1 = static_cast<U*>(sum_dpre);
     auto* s2 = static_cast<U*>(sum_dpre_xhat);
-    dispatch_grad(act, from_output, [&]<Act A, bool FromOutput>() {
+    dispatch_norm_grad(act, from_output, [&]<Act A, bool FromOutput>() {
       if (sh.interleaved) {
         grad_terms<A, FromOutput, true>(gp, sp, tb, alpha, sh, SumTerms<true, U>(sh, s1, s2));
       } else {
@@ -309,7 +292,7 @@ void grad_input(at::ScalarType dtype, Act act, double alpha, bool from_output, c
     const auto* gp = static_cast<const scalar_t*>(g);
     const auto* sp = static_cast<const scalar_t*>(saved);
     auto* dxp = static_cast<scalar_t*>(dx);
-    dispatch_grad(act, from_output, [&]<Act A, bool FromOutput>() {
+    dispatch_norm_grad(act, from_output, [&]<Act A, bool FromOutput>() {
       if (sh.interleaved) {
         grad_terms<A, FromOutput, true>(gp, sp, tb, alpha, sh, WriteInputGrad<true, scalar_t>(tb, dxp, max_run(sh)));
       } else {

@@ -7,18 +7,21 @@ from typing import Any, Callable, Optional
 import torch
 
 
-def saved_tensor_bytes(forward: Callable[[], Any]) -> int:
+def saved_tensor_bytes(forward: Callable[[], Any], exclude: tuple[torch.Tensor, ...] = ()) -> int:
     """Bytes of the storages autograd keeps for backward when ``forward()`` runs.
 
     Exact and device-independent: every tensor saved for backward passes through the pack
     hook. A storage saved several times (``x * x``, or a view and its base) counts once, and
-    counts whole, since saving any view of it keeps all of it alive.
+    counts whole, since saving any view of it keeps all of it alive. Storages of ``exclude``
+    (the inputs, which the caller keeps alive anyway) are not counted.
     """
     storages: dict[int, int] = {}
+    excluded = {t.untyped_storage().data_ptr() for t in exclude}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
+        if storage.data_ptr() not in excluded:
+            storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):

@@ -104,12 +104,18 @@ def run_case(case: Case, settings: Settings, show: Callable[..., None]) -> dict:
     show("memory")
     for name, fn in runnable.items():
         results[name]["saved_bytes"] = saved_tensor_bytes(functools.partial(fn, *inputs))
+        # what the call adds for backward beyond its inputs (in a network, the previous layer's
+        # output and the parameters are alive anyway)
+        results[name]["saved_activation_bytes"] = saved_tensor_bytes(functools.partial(fn, *inputs), inputs)
         results[name]["peak_bytes"] = peak_allocated_bytes(calls[FWD_BWD](fn), device)
 
     clone = timings[FWD].pop(CLONE, None)
     for name in runnable:
         for mode in calls:
             results[name][mode] = {**results[name][mode], **_mode_results(name, timings[mode])}
+        for key in ("saved_bytes", "saved_activation_bytes"):
+            eager = results.get(EAGER, {}).get(key)
+            results[name][f"{key}_vs_eager"] = results[name][key] / eager if eager else None
         fwd_ms = timings[FWD][name].median_ms
         results[name]["fwd_over_clone"] = fwd_ms / clone.median_ms if clone else None
         results[name]["copy_bandwidth_fraction"] = clone.median_ms / fwd_ms if clone else None
