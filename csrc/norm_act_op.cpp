@@ -176,8 +176,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward(
     if (x.numel() > 0) kernels.moments(x.scalar_type(), x.const_data_ptr(), shape, mean_p.mutable_data_ptr(), m2_p.mutable_data_ptr());
     std::tie(mean, var) = combine_moments(mean_p, m2_p, s, x);
   } else {
-    mean = running_mean->to(at::kDouble);
-    var = running_var->to(at::kDouble);
+    // copies, also for float64: outputs must not alias inputs (a later training step updates
+    // the running statistics in place, and backward still needs these)
+    mean = running_mean->to(at::kDouble, /*non_blocking=*/false, /*copy=*/true);
+    var = running_var->to(at::kDouble, /*non_blocking=*/false, /*copy=*/true);
   }
   const at::Tensor rstd = (var + eps).rsqrt();
   const at::Tensor gamma = as_double(weight, c, 1.0, x), beta = as_double(bias, c, 0.0, x);
@@ -236,7 +238,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_backward(
   const bool want_weight = output_mask[1] && weight.has_value();
   const bool want_bias = output_mask[2] && bias.has_value();
   at::Tensor k2 = at::zeros({n, c}, saved.options().dtype(at::kDouble)), k3 = k2;
-  at::Tensor dweight = at::empty({0}, saved.options()), dbias = dweight;
+  // distinct tensors even when both are empty: outputs must not alias
+  at::Tensor dweight = at::empty({0}, saved.options()), dbias = at::empty({0}, saved.options());
   std::vector<at::Tensor> keep;  // tables alive until the kernels are done
   auto tables = [&](const at::Tensor& k2t, const at::Tensor& k3t) {
     keep = {table(xs, saved), table(xo, saved), table(scale, saved), table(shift, saved),

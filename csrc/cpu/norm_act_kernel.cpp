@@ -61,6 +61,13 @@ int64_t partial_index(const NormShape& sh, int64_t task, int64_t j) {
   return (n * sh.c + j) * k_count + k;
 }
 
+// Tasks per thread at least: inputs under ~32K elements run on the calling thread, since an
+// OpenMP region costs more than they do (and much more when another process holds a core).
+int64_t task_grain(const NormShape& sh) {
+  const int64_t task_elements = std::max<int64_t>(1, sh.interleaved ? sh.segment * sh.c : std::min(sh.segment, sh.s));
+  return std::max<int64_t>(1, (int64_t{1} << 15) / task_elements);
+}
+
 int64_t max_run(const NormShape& sh) { return sh.interleaved ? sh.c : std::min(sh.segment, sh.s); }
 
 // Adds v's lanes into acc[i, i + m) (interleaved), or into the scalar-broadcast accumulator
@@ -80,7 +87,7 @@ void moments_rows(const scalar_t* x, const NormShape& sh, at::opmath_type<scalar
                   at::opmath_type<scalar_t>* m2_out) {
   using U = at::opmath_type<scalar_t>;
   using V = Vec<U>;
-  at::parallel_for(0, task_count(sh), 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, task_count(sh), task_grain(sh), [&](int64_t begin, int64_t end) {
     std::vector<U> buf(max_run(sh)), sum(Rows ? sh.c : 0), mean(Rows ? sh.c : 0), m2(Rows ? sh.c : 0);
     for (int64_t task = begin; task < end; ++task) {
       // pass 1: the segment's mean per channel; pass 2: squared deviations from it, while the
@@ -130,7 +137,7 @@ void forward_rows(const scalar_t* x, const at::opmath_type<scalar_t>* scale, con
   using U = at::opmath_type<scalar_t>;
   using V = Vec<U>;
   const V alpha(static_cast<U>(alpha_d));
-  at::parallel_for(0, task_count(sh), 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, task_count(sh), task_grain(sh), [&](int64_t begin, int64_t end) {
     std::vector<U> in(max_run(sh)), out(max_run(sh));
     for (int64_t task = begin; task < end; ++task) {
       for_each_run(sh, task, [&](int64_t off, int64_t len, int64_t t) {
@@ -155,7 +162,7 @@ void grad_terms(const scalar_t* g, const scalar_t* saved, const NormGradTables<a
   using U = at::opmath_type<scalar_t>;
   using V = Vec<U>;
   const V alpha(static_cast<U>(alpha_d));
-  at::parallel_for(0, task_count(sh), 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, task_count(sh), task_grain(sh), [&](int64_t begin, int64_t end) {
     std::vector<U> gbuf(max_run(sh)), sbuf(max_run(sh));
     Use use(prototype);
     for (int64_t task = begin; task < end; ++task) {

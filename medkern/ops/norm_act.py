@@ -7,7 +7,7 @@ norm: a (sample, channel); group norm: a (sample, group of channels)), or the ru
 in eval mode, which training updates in place exactly as torch's functional norms do.
 
 Memory: autograd keeps one tensor the size of x, never two. For activations whose output
-determines their input (linear; lrelu and elu with alpha > 0) it keeps the output y, which
+determines their input stably (linear; lrelu with alpha > 0) it keeps the output y, which
 the next layer keeps anyway, and recovers the normalized input from it in the backward
 (InPlace-ABN; formulas in medkern/reference/norm_act.py); for the others it keeps x. Recovery
 divides by weight, so y is kept only while every channel's |weight| is at least
@@ -31,6 +31,11 @@ from ..reference.norm_act import norm_act as reference_norm_act
 
 OP = "medkern.ops.norm_act"
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+# Activations for which y is kept. ELU is invertible too, but not usefully: where it saturates
+# (z << 0) y rounds to -alpha and log1p(y / alpha) loses every digit (-inf at the limit), so the
+# gradient would be wrong or NaN; ELU keeps x. The kernels still accept ELU from the output.
+MEMORY_SAVING_ACTS = ("linear", "lrelu")
 
 # y is kept for backward only where |bias| <= RECOVERY_MAX_SHIFT * |weight| in every channel:
 # recovering xhat = (z - bias) / weight then costs at most log2(1 + 16) ~ 4 bits.
@@ -85,12 +90,14 @@ def check_args(x, kind, weight, bias, running_mean, running_var, training, momen
     spec = activations.get(act, OP)
     alpha = activations.resolve_alpha(spec, alpha, OP)
     batch_stats = kind == "group" or training or running_mean is None
-    if batch_stats and x.numel() > 0:
-        per_group = x.numel() // x.shape[0] // x.shape[1] * (x.shape[0] if kind == "batch" else 1)
-        per_group *= x.shape[1] // num_groups if kind == "group" else 1
-        if per_group < 2 and kind != "group":
-            what = "value per channel" if kind == "batch" else "spatial element"
-            raise ValueError(f"{OP}: expected more than 1 {what} when using batch statistics, got input shape {tuple(x.shape)}")
+    # torch's checks, empty inputs included: a single value per statistics group (batch, instance)
+    # and an empty spatial size (group) are errors
+    spatial = math.prod(x.shape[2:])
+    if batch_stats and kind != "group" and spatial * (x.shape[0] if kind == "batch" else 1) == 1:
+        what = "value per channel" if kind == "batch" else "spatial element"
+        raise ValueError(f"{OP}: expected more than 1 {what} when using batch statistics, got input shape {tuple(x.shape)}")
+    if kind == "group" and spatial == 0:
+        raise ValueError(f"{OP}: group norm needs a non-empty spatial size, got input shape {tuple(x.shape)}")
     return spec.name, alpha, (num_groups if kind == "group" else 1), batch_stats, momentum
 
 
@@ -106,9 +113,12 @@ def _recoverable(weight: Optional[torch.Tensor], bias: Optional[torch.Tensor]) -
 def keeps_output(act: str, alpha: float, weight, bias, memory_saving: bool = True) -> bool:
     """Whether backward will keep y (not x): the memory-saving mode, where it is exact enough.
 
-    Under torch.compile x is kept: the weight check would be a data-dependent branch.
+    Under torch.compile x is kept: the weight check would be a data-dependent branch. On CUDA
+    the check reads C values back to the host (one synchronization per forward).
     """
-    if not memory_saving or not invertible(act, alpha) or torch.compiler.is_compiling():
+    if not memory_saving or act not in MEMORY_SAVING_ACTS or not invertible(act, alpha):
+        return False
+    if torch.compiler.is_compiling():
         return False
     return _recoverable(weight, bias)
 

@@ -180,3 +180,37 @@ def activation(z, alpha, ACT: tl.constexpr, ORDER: tl.constexpr):
             else:
                 r = pdf * (2 - z * z)
     return r
+
+
+# For the activations whose value determines their argument (linear; lrelu and elu with
+# alpha > 0), the argument and the first derivative recovered from the value y = act(z), so a
+# backward can keep y alone (InPlace-ABN); the twins of activation_inverse and
+# activation_derivative_from_output in csrc/common/activations.h.
+RECOVERABLE_FROM_OUTPUT = ("linear", "lrelu", "elu")
+
+
+@triton.jit
+def activation_inverse(y, alpha, ACT: tl.constexpr):
+    """z with y = act(z), for ACT in RECOVERABLE_FROM_OUTPUT; alpha as for ``activation``."""
+    tl.static_assert(ACT == LINEAR or ACT == LRELU or ACT == ELU, "activation_inverse: act is not invertible")
+    if ACT == LINEAR:
+        r = y
+    elif ACT == LRELU:
+        r = tl.where(y < 0, y / alpha, y)
+    else:
+        r = tl.where(y > 0, y, log1p(y / alpha))
+    return r
+
+
+@triton.jit
+def activation_derivative_from_output(y, alpha, ACT: tl.constexpr):
+    """act'(z) in terms of y = act(z), with torch's values at the kink: z > 0 exactly where y > 0."""
+    tl.static_assert(ACT == LINEAR or ACT == LRELU or ACT == ELU, "activation_derivative_from_output: act is not invertible")
+    one = tl.zeros_like(y) + 1
+    if ACT == LINEAR:
+        r = one
+    elif ACT == LRELU:
+        r = tl.where(y > 0, one, one * alpha)
+    else:
+        r = tl.where(y > 0, one, y + alpha)  # alpha * exp(z) = y + alpha where z <= 0
+    return r
