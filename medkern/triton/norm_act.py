@@ -12,16 +12,18 @@ passes over the data, with the per-element math of csrc/common/norm_act.h:
 and everything per channel or statistics group (combining partial sums, the per-(n, c) tables
 scale, shift, xs, xo, k1, k2, k3) is small torch work in float64 here.
 
-A program takes one segment of one sample's positions for a block of channels, walked in tiles
-of positions x channels: planar ([N, C, S], contiguous) one channel's contiguous run,
-interleaved ([N, S, C], channels_last) rows of BLOCK_C channels. The layout is a constexpr, so
-a program loads its table entries once. Segments split the positions as the C++ kernels do,
-so partial sums cover the same elements and the results do not depend on the launch.
+A program takes one segment of one sample's positions for a block of BLOCK_C channels, walked
+in tiles of BLOCK_P positions x BLOCK_C channels: in the planar layout ([N, C, S], contiguous)
+a tile is BLOCK_C contiguous runs, in the interleaved one ([N, S, C], channels_last) BLOCK_P
+rows of contiguous channels. The layout is a constexpr, so a program loads its table entries
+once. Segments split the positions as the C++ kernels do, so partial sums cover the same
+elements and the results do not depend on the launch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 from dataclasses import dataclass
 from typing import Optional
@@ -45,7 +47,10 @@ from .activations import (
 )
 
 SEGMENT = 4096  # elements' worth of positions per segment: kNormSegment of csrc/common/norm_act.h
-TILES = {False: (1024, 1), True: (16, 64)}  # (BLOCK_P, BLOCK_C) by layout (interleaved or not)
+# (BLOCK_P, BLOCK_C) by layout (interleaved or not): 1024 elements whose contiguous runs are
+# long enough to coalesce. Several channels per program keep small planes from leaving a
+# program mostly masked (and the interpreter from running one program per plane).
+TILES = {False: (128, 8), True: (16, 64)}
 NUM_WARPS = 4
 
 
@@ -348,10 +353,9 @@ def _arrange(x: torch.Tensor, kind: str, act: str, groups: int) -> tuple[torch.T
     the one that reads rows."""
     n, c = x.shape[:2]
     s = 0 if n * c == 0 else x.numel() // (n * c)
-    planar, rows = x.is_contiguous(), x.movedim(1, -1).is_contiguous()
-    if not planar and not rows:
+    if not x.is_contiguous() and not x.movedim(1, -1).is_contiguous():
         x = x.contiguous()
-    interleaved = (rows and (not planar or s == 1)) if (planar or rows) else s == 1
+    interleaved = x.movedim(1, -1).is_contiguous() and (not x.is_contiguous() or s == 1)
     return x, _Plan(kind, act, groups, n, c, s, interleaved)
 
 
@@ -551,14 +555,16 @@ _DATA_POINTERS = ("x_ptr", "y_ptr", "g_ptr", "s_ptr", "dx_ptr")  # x's dtype; th
 
 
 def _signature(kernel, dtype: torch.dtype) -> dict:
-    def of(param):
-        if param.is_constexpr:
+    def of(name, annotation):
+        if "constexpr" in str(annotation):
             return "constexpr"
-        if param.name.endswith("_ptr"):
-            return _POINTER[dtype] if param.name in _DATA_POINTERS else _POINTER[_opmath(dtype)]
-        return "fp32" if param.name.startswith("alpha") else "i64"
+        if name.endswith("_ptr"):
+            return _POINTER[dtype] if name in _DATA_POINTERS else _POINTER[_opmath(dtype)]
+        return "fp32" if name.startswith("alpha") else "i64"
 
-    return {param.name: of(param) for param in kernel.params}
+    # read from the Python function, which the compiled and the interpreted kernel both wrap
+    params = inspect.signature(kernel.fn).parameters
+    return {name: of(name, p.annotation) for name, p in params.items()}
 
 
 def aot_variants():
