@@ -35,6 +35,24 @@ TORCH_LIBRARY(medkern, m) {
       "norm_act_backward(Tensor grad, Tensor saved, bool saved_is_output, Tensor mean, Tensor var, Tensor? weight, "
       "Tensor? bias, str kind, bool batch_stats, float eps, str act, float alpha, int num_groups, "
       "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+
+  // (states, cells, work) of one recurrent layer in one direction over a whole sequence whose
+  // input projection xproj (T, B, G) is given: states (T + 1, B, P) with states[0] = h0, cells
+  // (T + 1, B, H) with cells[0] = c0 (lstm; op-math dtype), work (T, B, W) what backward needs.
+  // Formulas: medkern/reference/rnn.py; buffers: csrc/common/rnn.h.
+  m.def(
+      "rnn_sequence(Tensor xproj, Tensor weight_hh, Tensor? bias_hh, Tensor h0, Tensor? c0, Tensor? lengths, "
+      "str cell, bool reverse, Tensor? weight_hr, Tensor? norm_h_weight, Tensor? norm_h_bias, "
+      "Tensor? norm_c_weight, Tensor? norm_c_bias, float eps, Tensor? zoneout_h, Tensor? zoneout_c, "
+      "Tensor? candidate_mask) -> (Tensor, Tensor, Tensor)");
+  // (dxproj, dweight_hh, dbias_hh, dh0, dc0, dweight_hr, dnorm_h_weight, dnorm_h_bias,
+  // dnorm_c_weight, dnorm_c_bias) from the gradients of states and cells; a gradient whose
+  // argument the forward did not take is an empty tensor.
+  m.def(
+      "rnn_sequence_backward(Tensor grad_states, Tensor? grad_cells, Tensor states, Tensor cells, Tensor work, "
+      "Tensor weight_hh, bool has_bias_hh, Tensor? lengths, str cell, bool reverse, Tensor? weight_hr, "
+      "Tensor? norm_h_weight, Tensor? norm_c_weight, Tensor? zoneout_h, Tensor? zoneout_c, Tensor? candidate_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 PyMODINIT_FUNC PyInit__C(void) {

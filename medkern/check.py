@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 
 from . import activations, backend, tolerances
 from .testing import bias_act as bias_act_testing
+from .testing import norm_act as norm_act_testing
+from .testing import rnn as rnn_testing
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 BACKENDS_BY_DEVICE = {"cpu": ("cpu", "triton"), "cuda": ("cuda", "triton")}
@@ -48,6 +50,21 @@ def targets(devices: Optional[Iterable[str]] = None, backends: Optional[Iterable
     return runnable, skipped
 
 
+def _judged(common: dict, outputs: Callable[[], list]) -> list[Result]:
+    """One Result per (output name, worst error / allowed) that ``outputs()`` gives; if it raises,
+    one failed Result that says what was raised (a crash is a failure to report, not to stop at)."""
+    torch.manual_seed(0)
+    try:
+        rows = outputs()
+    except Exception as exc:
+        return [Result(**common, output="(run)", worst=None, ok=False, error=f"{type(exc).__name__}: {exc}")]
+    return [Result(**common, output=name, worst=worst, ok=bool(worst <= 1.0)) for name, worst in rows]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
 def check_bias_act(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
     layouts = [layout for layout in bias_act_testing.LAYOUTS if layout.name in LAYOUT_NAMES]
     results = []
@@ -55,43 +72,95 @@ def check_bias_act(device: str, backend_name: str, dtypes=DTYPES) -> list[Result
         variant = layouts.index(layout) % 2
         alpha, gain, clamp = bias_act_testing.options_for(act, variant)
         case = f"{act} {layout.name}" + (" alpha/gain/clamp" if variant else "")
-        common = dict(op="bias_act", device=device, backend=backend_name, dtype=str(dtype).removeprefix("torch."),
-                      case=case)
-        torch.manual_seed(0)
-        try:
+
+        def outputs():
             x, b = bias_act_testing.make_inputs(layout, dtype, device, act, alpha, gain, clamp)
             got = bias_act_testing.run(backend_name, x, b, layout.dim, act, alpha, gain, clamp)
             want = bias_act_testing.oracle(x, b, layout.dim, act, alpha, gain, clamp)
-        except Exception as exc:  # a crash is a failure to report, not to stop at
-            results.append(Result(**common, output="(run)", worst=None, ok=False, error=f"{type(exc).__name__}: {exc}"))
-            continue
-        for (name, kind), actual, expected in zip(bias_act_testing.OUTPUTS, got, want):
-            worst, ok = tolerances.within(actual.cpu(), bias_act_testing.rounded(expected, dtype), "bias_act", kind, dtype)
-            results.append(Result(**common, output=name, worst=worst, ok=ok))
+            return [(name, tolerances.within(actual.cpu(), bias_act_testing.rounded(expected, dtype), "bias_act",
+                                             kind, dtype)[0])
+                    for (name, kind), actual, expected in zip(bias_act_testing.OUTPUTS, got, want)]
+
+        results += _judged(dict(op="bias_act", device=device, backend=backend_name, dtype=_dtype_name(dtype),
+                                case=case), outputs)
     return results
 
 
-def run_check(devices=None, backends=None, dtypes=DTYPES):
-    """(results, skipped targets with reasons)."""
-    runnable, skipped = targets(devices, backends)
+# norm_act: each kind in both layouts, with an activation of each saving mode (y kept: lrelu;
+# y and sign: relu; x kept: silu), and BatchNorm in eval mode (running statistics used).
+NORM_ACT_CASES = [
+    (norm_act_testing.Case(layout, (2, 6, 3, 4), kind, 3 if kind == "group" else None, make), options)
+    for layout, make in (("nchw", "contiguous"), ("channels_last", "channels_last"))
+    for kind in ("batch", "instance", "group")
+    for options in (norm_act_testing.Options("lrelu", 0.2), norm_act_testing.Options("relu"),
+                    norm_act_testing.Options("silu"))
+] + [(norm_act_testing.Case("nchw", (2, 6, 3, 4), "batch"), norm_act_testing.Options("relu", training=False))]
+
+
+def check_norm_act(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
     results = []
-    for device, name in runnable:
-        results += check_bias_act(device, name, dtypes)
+    for dtype, (case, options) in itertools.product(dtypes, NORM_ACT_CASES):
+
+        def outputs():
+            inputs = norm_act_testing.make_inputs(case, dtype, device, options)
+            got = norm_act_testing.run(backend_name, case, inputs, options)
+            want = norm_act_testing.oracle(case, inputs, options)
+            return norm_act_testing.worst(got, want, inputs)
+
+        results += _judged(dict(op="norm_act", device=device, backend=backend_name, dtype=_dtype_name(dtype),
+                                case=f"{case.id} {options.id}"), outputs)
+    return results
+
+
+def check_rnn(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
+    results = []
+    for dtype, case in itertools.product(dtypes, rnn_testing.CASES):
+
+        def outputs():
+            inputs = rnn_testing.make_inputs(case, dtype, device)
+            with backend.use_backend(backend_name):
+                got = rnn_testing.outputs_and_grads(case, inputs)
+            cpu_inputs = {k: (tuple(t.cpu() for t in v) if isinstance(v, tuple) else v.cpu() if v is not None else None)
+                          for k, v in inputs.items()}
+            want = rnn_testing.oracle(case, cpu_inputs, dtype)
+            return rnn_testing.worst(got, want, dtype)
+
+        results += _judged(dict(op="rnn_sequence", device=device, backend=backend_name, dtype=_dtype_name(dtype),
+                                case=case.id), outputs)
+    return results
+
+
+# The ops ``medkern check`` covers, by op name (as medkern.backend knows them).
+CHECKS: dict[str, Callable[..., list[Result]]] = {
+    "bias_act": check_bias_act,
+    "norm_act": check_norm_act,
+    "rnn_sequence": check_rnn,
+}
+
+
+def run_check(devices=None, backends=None, dtypes=DTYPES, ops: Optional[Iterable[str]] = None):
+    """(results, skipped (op, device, backend, reason))."""
+    results, skipped = [], []
+    for op in ops or CHECKS:
+        runnable, not_here = targets(devices, backends, op)
+        skipped += [(op, *entry) for entry in not_here]
+        for device, name in runnable:
+            results += CHECKS[op](device, name, dtypes)
     return results, skipped
 
 
 def summary(results: list[Result], skipped) -> str:
     """A table per (op, device, backend, dtype): runs, worst error / allowed, PASS or FAIL; then failures."""
-    lines = [f"{'op':<10} {'device':<6} {'backend':<9} {'dtype':<9} {'checks':>6} {'worst/allowed':>13}  result"]
+    lines = [f"{'op':<12} {'device':<6} {'backend':<9} {'dtype':<9} {'checks':>6} {'worst/allowed':>13}  result"]
     groups = {}
     for r in results:
         groups.setdefault((r.op, r.device, r.backend, r.dtype), []).append(r)
     for (op, device, name, dtype), rows in groups.items():
         worst = max((r.worst for r in rows if r.worst is not None), default=0.0)
         verdict = "PASS" if all(r.ok for r in rows) else "FAIL"
-        lines.append(f"{op:<10} {device:<6} {name:<9} {dtype:<9} {len(rows):>6} {worst:>13.3g}  {verdict}")
-    for device, name, reason in skipped:
-        lines.append(f"(not run: {name} on {device}: {reason})")
+        lines.append(f"{op:<12} {device:<6} {name:<9} {dtype:<9} {len(rows):>6} {worst:>13.3g}  {verdict}")
+    for op, device, name, reason in skipped:
+        lines.append(f"(not run: {op} with the {name} backend on {device}: {reason})")
     failures = [r for r in results if not r.ok]
     if failures:
         lines.append(f"\n{len(failures)} FAILED:")

@@ -97,6 +97,57 @@ TOLERANCES = {
         torch.float16: (2e-3, 2e-3),
         torch.bfloat16: (1.6e-2, 1.6e-2),
     },
+    # rnn_sequence (tests/test_rnn.py, tests/test_rnn_triton.py, the RNN modules) against the
+    # reference. float64/float32: the same formulas, per-step GEMMs summing in the library's
+    # order; errors grow with the steps through the recurrence and, for gradients, through the
+    # weight-gradient sums over T * B. float16/bfloat16: the kernels round h to the input dtype
+    # at every step (as torch's half RNNs do; the cell state stays float32), the oracle keeps
+    # float32 states, so each step adds half an ulp that later steps carry on (and the recurrent
+    # layer norm scales up); the gradients also sum rounded products. Worst seen, against the
+    # largest value (atol's scale), over the 16 cases of medkern/testing/rnn.py x 4 seeds on the
+    # CPU kernels: forward float64 7.2e-16, float32 5.9e-7, float16 1.2e-3, bfloat16 1.9e-2;
+    # grad float64 7.7e-15, float32 6.4e-6, float16 6.7e-3, bfloat16 5.1e-2. The atols leave
+    # 1.5-4x of that (float64: 10x, for GPUs' summation orders).
+    ("rnn", "forward"): {
+        torch.float64: (1e-12, 1e-14),
+        torch.float32: (1e-5, 2e-6),
+        torch.float16: (1e-3, 2.5e-3),
+        torch.bfloat16: (8e-3, 3e-2),
+    },
+    ("rnn", "grad"): {
+        torch.float64: (1e-12, 1e-13),
+        torch.float32: (1e-5, 2e-5),
+        torch.float16: (2e-3, 1.2e-2),
+        torch.bfloat16: (1.6e-2, 8e-2),
+    },
+    # Recurrent modules (tests/test_rnn_modules.py): medkern.nn.LSTM/GRU/RNN against torch's
+    # modules with the same weights, and LayerNormLSTM/GRU against a per-step loop of their
+    # formulas; outputs, h_n, c_n ("forward") and the gradients of the input, h0, c0 and every
+    # parameter ("grad"), through up to 3 layers, 2 directions and 7 steps, float64 and float32.
+    # Both sides evaluate the same formulas with different GEMM groupings (torch adds
+    # x W_ih^T + b_ih + h W_hh^T + b_hh in its own order) and transcendental implementations, and
+    # the differences travel through the recurrence, so atol (relative to the largest magnitude)
+    # carries them. Worst needed atol at rtol 0, over 7 seeds x the 40 random configurations of
+    # the module tests, cpu and reference backends: forward float64 3.5e-16, float32 1.8e-7; grad
+    # float64 7.0e-16, float32 5.1e-7. The atols leave about 10x (float64) and 5x (float32).
+    # Benchmark sequences (medkern/bench/cases/rnn.py: 100 steps, hidden 256), each output against
+    # eager torch's. Rounding differences grow through a long recurrence, fastest in the
+    # layer-norm LSTM (at random initialization its recurrence expands them about tenfold per
+    # 30 steps): against a float64 run of its reference, float32 eager torch is off by 1.0e-3
+    # after 100 steps, torch.compile by 6.2e-4, medkern by 8.3e-4, and medkern against eager by
+    # 6.3e-4 (LSTM and GRU: 2.4e-7). float32 allows 3e-3; float64 the same growth from 1e-16.
+    ("rnn_long", "forward"): {
+        torch.float64: (1e-12, 1e-11),
+        torch.float32: (1e-5, 3e-3),
+    },
+    ("rnn_module", "forward"): {
+        torch.float64: (1e-12, 5e-15),
+        torch.float32: (1e-5, 1e-6),
+    },
+    ("rnn_module", "grad"): {
+        torch.float64: (1e-12, 1e-14),
+        torch.float32: (1e-5, 3e-6),
+    },
 }
 
 

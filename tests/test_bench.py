@@ -14,7 +14,7 @@ import torch
 import medkern
 from medkern import _extension, cli
 from medkern.bench import cases as registry
-from medkern.bench import contention, report
+from medkern.bench import contention, report, suite
 from medkern.bench.case import is_medkern
 from medkern.bench.environment import environment
 from medkern.bench.memory import peak_allocated_bytes, saved_tensor_bytes
@@ -282,3 +282,13 @@ def test_python_dash_m_medkern():
     done = subprocess.run([sys.executable, "-m", "medkern", "info"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert medkern.__version__ in done.stdout
+
+
+def test_a_case_may_judge_its_output_by_the_tolerance_table():
+    expected = torch.linspace(-1, 1, 100)
+    off = expected + 1e-3  # a long recurrence's float32 rounding, far past assert_close's defaults
+    assert not suite._close(off, expected)
+    assert suite._close(off, expected, ("rnn_long", "forward"))
+    assert not suite._close(expected + 1e-2, expected, ("rnn_long", "forward"))
+    # a dtype the entry lacks falls back to the defaults
+    assert not suite._close((expected + 5e-3).half(), expected.half(), ("rnn_long", "forward"))

@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from medkern import check, cli, tolerances
+import medkern
 from medkern.testing import bias_act as bias_act_testing
+from medkern.testing import norm_act as norm_act_testing
+from medkern.testing import rnn as rnn_testing
 
 
 def _run_cli(*args):
@@ -20,9 +23,32 @@ def _run_cli(*args):
 def test_check_passes_on_this_machine_and_names_what_it_ran():
     code, out = _run_cli("--device", "cpu", "--backend", "cpu")
     assert code == 0, out
-    for dtype in ("float32", "float64", "float16", "bfloat16"):
-        assert f"bias_act   cpu    cpu       {dtype:<9}" in out
+    for op in check.CHECKS:
+        for dtype in ("float32", "float64", "float16", "bfloat16"):
+            assert f"{op:<12} cpu    cpu       {dtype:<9}" in out, (op, dtype)
     assert "FAIL" not in out and "checks passed" in out
+
+
+def test_the_command_line_offers_every_checked_op():
+    assert cli.CHECKED_OPS == tuple(check.CHECKS)
+
+
+@pytest.mark.parametrize("op,testing,target", [("norm_act", norm_act_testing, "run"),
+                                                ("rnn_sequence", rnn_testing, "outputs_and_grads")])
+def test_check_catches_a_wrong_kernel_of_every_op(monkeypatch, op, testing, target):
+    real = getattr(testing, target)
+
+    def off_by_a_little(*args, **kwargs):
+        outputs = list(real(*args, **kwargs))
+        if medkern.backend.active() == "cpu" or args[0] == "cpu":
+            outputs[0] = outputs[0] * 1.01
+        return outputs
+
+    monkeypatch.setattr(testing, target, off_by_a_little)
+    code, out = _run_cli("--device", "cpu", "--backend", "cpu", "--dtype", "float64", "--op", op)
+    assert code == 1
+    assert f"{op:<12} cpu    cpu       float64" in out and "FAIL" in out
+    assert "bias_act" not in out.split("FAILED")[0]
 
 
 def test_check_fails_when_a_kernel_is_wrong(monkeypatch):
@@ -55,7 +81,9 @@ def test_unavailable_backends_are_listed_not_run(monkeypatch):
     runnable, skipped = check.targets(["cpu"])
     assert ("cpu", "cpu") not in runnable
     assert ("cpu", "cpu", "not built here") in skipped
-    assert "(not run: cpu on cpu: not built here)" in check.summary([], skipped)
+    results, skipped = check.run_check(["cpu"], ["cpu"], ops=["bias_act"])
+    assert results == [] and skipped == [("bias_act", "cpu", "cpu", "not built here")]
+    assert "(not run: bias_act with the cpu backend on cpu: not built here)" in check.summary(results, skipped)
 
 
 def test_within_matches_assert_close():

@@ -16,25 +16,10 @@
 #include <algorithm>
 
 #include "../norm_act_op.h"
+#include "block_reduce.cuh"
 
 namespace medkern {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
-
-// Sums v over the block (planar reductions); every thread gets the total.
-template <typename U>
-__device__ U block_sum(U v, U* shared) {
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffff, v, offset);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();  // shared may still be read from a previous call
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  U total = U(0);
-  for (int w = 0; w < kWarps; ++w) total += shared[w];
-  return total;
-}
 
 // Adds each warp's per-lane value into lane's slot: the sum over the block's warps for channel
 // c0 + lane, valid in warp 0 (interleaved reductions).

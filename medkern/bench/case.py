@@ -77,6 +77,9 @@ class Case:
     fused: Callable[..., torch.Tensor]
     bandwidth_bound: bool = False
     targets: tuple[Target, ...] = ()
+    # (family, kind) in medkern.tolerances that judges each output against eager's, where the
+    # table has the dtype; otherwise torch.testing.assert_close's defaults
+    tolerance: Optional[tuple[str, str]] = None
 
     def contenders(self, device: torch.device) -> tuple[dict[str, Callable[..., torch.Tensor]], dict[str, str]]:
         """({name: callable}, {skipped contender: why}). ``compile`` is a fresh torch.compile

@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from .. import tolerances
 from . import contention
 from .case import COMPILE, EAGER, Case, is_medkern
 from .memory import peak_allocated_bytes, saved_tensor_bytes
@@ -83,7 +84,7 @@ def run_case(case: Case, settings: Settings, show: Callable[..., None]) -> dict:
     for name, fn in contenders.items():
         show(f"{name}: first calls" + (" (compiling)" if name == COMPILE else ""))
         try:
-            results[name].update(_first_calls(fn, inputs, expected, calls, device))
+            results[name].update(_first_calls(fn, inputs, expected, calls, device, case.tolerance))
         except Exception as exc:  # e.g. torch.compile failing: report it, time the others
             results[name] = {"error": _describe(exc)}
     runnable = {name: fn for name, fn in contenders.items() if "error" not in results[name]}
@@ -176,7 +177,8 @@ def _grad_call(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], upstrea
     return call
 
 
-def _first_calls(fn, inputs, expected: torch.Tensor, calls, device: torch.device) -> dict[str, Any]:
+def _first_calls(fn, inputs, expected: torch.Tensor, calls, device: torch.device,
+                 tolerance: Optional[tuple[str, str]]) -> dict[str, Any]:
     """Runs each mode once (torch.compile compiles here), timing it, and checks the output."""
     results: dict[str, Any] = {}
     for mode, make_call in calls.items():
@@ -188,13 +190,16 @@ def _first_calls(fn, inputs, expected: torch.Tensor, calls, device: torch.device
     with torch.no_grad():
         output = fn(*inputs)
     results["max_abs_diff"] = (output.double() - expected.double()).abs().max().item()
-    results["matches_eager"] = _close(output, expected)
+    results["matches_eager"] = _close(output, expected, tolerance)
     return results
 
 
-def _close(actual: torch.Tensor, expected: torch.Tensor) -> bool:
+def _close(actual: torch.Tensor, expected: torch.Tensor, tolerance: Optional[tuple[str, str]] = None) -> bool:
     try:
-        torch.testing.assert_close(actual, expected)
+        if tolerance is not None and expected.dtype in tolerances.TOLERANCES.get(tolerance, {}):
+            tolerances.assert_close(actual, expected, *tolerance, expected.dtype)
+        else:
+            torch.testing.assert_close(actual, expected)
     except AssertionError:
         return False
     return True

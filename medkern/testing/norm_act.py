@@ -166,11 +166,11 @@ def assert_matches(actual: list, expected: list, inputs: Inputs, what: str) -> N
 
 
 def worst(actual: list, expected: list, inputs: Inputs) -> list:
-    """[(output name, tolerance kind, largest error / allowed)] as ``assert_matches`` judges them
-    (a ratio above 1 fails), for ``medkern check``."""
+    """[(output name, largest error / allowed)] as ``assert_matches`` judges them (a ratio above 1
+    fails), for ``medkern check``."""
     out = []
     for got, want, (name, kind) in zip(actual, expected, OUTPUTS):
         if want is not None:
-            out.append((name, kind, tolerances.within(got.cpu(), rounded(want, got.dtype), "norm_act", kind,
-                                                      inputs.x.dtype)[0]))
+            out.append((name, tolerances.within(got.cpu(), rounded(want, got.dtype), "norm_act", kind,
+                                                inputs.x.dtype)[0]))
     return out

@@ -19,9 +19,9 @@ import sys
 
 def variant_modules():
     """The kernel modules, each with ``aot_variants()`` yielding (name, kernel, signature, constexprs)."""
-    from . import bias_act, conv_act, norm_act
+    from . import bias_act, conv_act, norm_act, rnn
 
-    return [bias_act, conv_act, norm_act]
+    return [bias_act, conv_act, norm_act, rnn]
 
 
 def compile_variant(kernel, signature, constexprs, arch: int) -> dict:

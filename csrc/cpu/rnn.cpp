@@ -1,0 +1,52 @@
+// medkern::rnn_sequence and medkern::rnn_sequence_backward on CPU: csrc/rnn_op.cpp with the
+// CPU kernels of the best capability this CPU has.
+
+#include <torch/library.h>
+
+#include "../rnn_op.h"
+#include "capability.h"
+#include "packed_gemm.h"
+#include "rnn_kernel.h"
+
+namespace medkern::cpu {
+namespace {
+
+const RnnKernels& kernels() {
+  static const RnnKernels chosen = [] {
+    RnnKernels k = MEDKERN_CPU_KERNELS(rnn_kernels);
+    k.plan_gemm = &plan_packed_gemm;
+    return k;
+  }();
+  return chosen;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_sequence_cpu(
+    const at::Tensor& xproj, const at::Tensor& weight_hh, const OptTensor& bias_hh, const at::Tensor& h0,
+    const OptTensor& c0, const OptTensor& lengths, c10::string_view cell, bool reverse, const OptTensor& weight_hr,
+    const OptTensor& norm_h_weight, const OptTensor& norm_h_bias, const OptTensor& norm_c_weight,
+    const OptTensor& norm_c_bias, double eps, const OptTensor& zoneout_h, const OptTensor& zoneout_c,
+    const OptTensor& candidate_mask) {
+  return rnn_sequence_forward(xproj, weight_hh, bias_hh, h0, c0, lengths, cell, reverse, weight_hr, norm_h_weight,
+                              norm_h_bias, norm_c_weight, norm_c_bias, eps, zoneout_h, zoneout_c, candidate_mask,
+                              kernels());
+}
+
+auto rnn_sequence_backward_cpu(const at::Tensor& grad_states, const OptTensor& grad_cells, const at::Tensor& states,
+                               const at::Tensor& cells, const at::Tensor& work, const at::Tensor& weight_hh,
+                               bool has_bias_hh, const OptTensor& lengths, c10::string_view cell, bool reverse,
+                               const OptTensor& weight_hr, const OptTensor& norm_h_weight,
+                               const OptTensor& norm_c_weight, const OptTensor& zoneout_h, const OptTensor& zoneout_c,
+                               const OptTensor& candidate_mask) {
+  return rnn_sequence_backward(grad_states, grad_cells, states, cells, work, weight_hh, has_bias_hh, lengths, cell,
+                               reverse, weight_hr, norm_h_weight, norm_c_weight, zoneout_h, zoneout_c, candidate_mask,
+                               kernels());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(medkern, CPU, m) {
+  m.impl("rnn_sequence", &rnn_sequence_cpu);
+  m.impl("rnn_sequence_backward", &rnn_sequence_backward_cpu);
+}
+
+}  // namespace medkern::cpu
