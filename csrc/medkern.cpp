@@ -53,6 +53,12 @@ TORCH_LIBRARY(medkern, m) {
       "Tensor weight_hh, bool has_bias_hh, Tensor? lengths, str cell, bool reverse, Tensor? weight_hr, "
       "Tensor? norm_h_weight, Tensor? norm_c_weight, Tensor? zoneout_h, Tensor? zoneout_c, Tensor? candidate_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+
+  // FIR resampling of x (N, C, H, W): upsample by zero insertion (up = (x, y)), pad (padding =
+  // (x0, x1, y0, y1), negative crops), filter with f (1-d: separable; 2-d: as is; convolution,
+  // or correlation if flip_filter), times gain, downsample (down = (x, y)). Linear in x: its
+  // gradient is upfirdn2d again (medkern/ops/upfirdn2d.py). Definition: medkern/reference/upfirdn2d.py.
+  m.def("upfirdn2d(Tensor x, Tensor f, int[2] up, int[2] down, int[4] padding, bool flip_filter, float gain) -> Tensor");
 }
 
 PyMODINIT_FUNC PyInit__C(void) {

@@ -141,3 +141,12 @@ def _select_cached(op: str, device: str, active: str, gpu_preference: tuple[str,
         if _why_not(backend, op, device) is None:
             return backend
     return "reference"
+
+
+def check_traceable(op: str, chosen: str, device: torch.device) -> None:
+    """Raises if torch.compile is tracing a call that Triton's interpreter would run (it cannot be traced)."""
+    if chosen == "triton" and torch.device(device).type == "cpu" and torch.compiler.is_compiling():
+        raise RuntimeError(
+            f"{op}: Triton's interpreter (the triton backend on CPU tensors) cannot be traced by "
+            "torch.compile; compile with the cpu or reference backend"
+        )

@@ -17,6 +17,7 @@ from . import activations, backend, tolerances
 from .testing import bias_act as bias_act_testing
 from .testing import norm_act as norm_act_testing
 from .testing import rnn as rnn_testing
+from .testing import upfirdn2d as upfirdn2d_testing
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 BACKENDS_BY_DEVICE = {"cpu": ("cpu", "triton"), "cuda": ("cuda", "triton")}
@@ -130,11 +131,27 @@ def check_rnn(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
     return results
 
 
+def check_upfirdn2d(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
+    results = []
+    for dtype, case in itertools.product(dtypes, upfirdn2d_testing.CASES):
+
+        def outputs():
+            x, f = upfirdn2d_testing.make_inputs(case, dtype, device)
+            got = upfirdn2d_testing.run(backend_name, x, f, case)
+            want = upfirdn2d_testing.oracle(x.cpu(), f.cpu(), case)
+            return upfirdn2d_testing.worst(got, want, dtype)
+
+        results += _judged(dict(op="upfirdn2d", device=device, backend=backend_name, dtype=_dtype_name(dtype),
+                                case=case.name), outputs)
+    return results
+
+
 # The ops ``medkern check`` covers, by op name (as medkern.backend knows them).
 CHECKS: dict[str, Callable[..., list[Result]]] = {
     "bias_act": check_bias_act,
     "norm_act": check_norm_act,
     "rnn_sequence": check_rnn,
+    "upfirdn2d": check_upfirdn2d,
 }
 
 

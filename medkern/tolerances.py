@@ -18,6 +18,14 @@ from __future__ import annotations
 
 import torch
 
+# upfirdn2d: its gradient is the op again, so one entry serves both kinds (measured below)
+_UPFIRDN2D = {
+    torch.float64: (1e-12, 1e-16),
+    torch.float32: (1e-5, 5e-7),
+    torch.float16: (1e-3, 1e-7),
+    torch.bfloat16: (8e-3, 1e-7),
+}
+
 # (family, kind) -> dtype -> (rtol, atol)
 TOLERANCES = {
     ("bias_act", "forward"): {
@@ -148,6 +156,16 @@ TOLERANCES = {
         torch.float64: (1e-12, 1e-14),
         torch.float32: (1e-5, 3e-6),
     },
+    # upfirdn2d (tests/test_upfirdn2d.py): each output sums at most taps_h * taps_w products, and
+    # so does each gradient (the op again). The kernels multiply by the 2-d taps (a separable
+    # filter's outer product, times gain, rounded once), the reference filters the zero-inserted
+    # image in two passes: the sums differ by a few ulps of the sum of |products|, bounded against
+    # the largest output (atol's scale). Half types: the kernels sum in float32 and round once, at
+    # most one ulp (2**-10, 2**-7) from the rounded oracle. Needed atol at these rtols, worst over
+    # the test cases, 10 seeds, forward and gradients, CPU kernel: float64 5.3e-18, float32 7.8e-8,
+    # float16 1.8e-8, bfloat16 0. The atols leave over 5x of that (GPUs sum in other orders).
+    ("upfirdn2d", "forward"): _UPFIRDN2D,
+    ("upfirdn2d", "grad"): _UPFIRDN2D,
 }
 
 

@@ -11,6 +11,7 @@ import medkern
 from medkern.testing import bias_act as bias_act_testing
 from medkern.testing import norm_act as norm_act_testing
 from medkern.testing import rnn as rnn_testing
+from medkern.testing import upfirdn2d as upfirdn2d_testing
 
 
 def _run_cli(*args):
@@ -34,7 +35,8 @@ def test_the_command_line_offers_every_checked_op():
 
 
 @pytest.mark.parametrize("op,testing,target", [("norm_act", norm_act_testing, "run"),
-                                                ("rnn_sequence", rnn_testing, "outputs_and_grads")])
+                                                ("rnn_sequence", rnn_testing, "outputs_and_grads"),
+                                                ("upfirdn2d", upfirdn2d_testing, "run")])
 def test_check_catches_a_wrong_kernel_of_every_op(monkeypatch, op, testing, target):
     real = getattr(testing, target)
 

@@ -3,5 +3,6 @@
 from .bias_act import bias_act
 from .conv_act import conv_act, conv_transpose_act
 from .norm_act import norm_act
+from .upfirdn2d import downsample2d, filter2d, fir_filter, upfirdn2d, upsample2d
 
-__all__ = ["bias_act", "conv_act", "conv_transpose_act", "norm_act"]
+__all__ = ["bias_act", "conv_act", "conv_transpose_act", "norm_act", "upfirdn2d", "upsample2d", "downsample2d", "filter2d", "fir_filter"]

@@ -128,11 +128,7 @@ def bias_act(
     b = _autocast_bias(x, b)
     dim, act, alpha, gain, clamp = check_args(x, b, dim, act, alpha, gain, clamp)
     chosen = backend.select("bias_act", x.device)
-    if chosen == "triton" and x.device.type == "cpu" and torch.compiler.is_compiling():
-        raise RuntimeError(
-            f"{OP}: Triton's interpreter (the triton backend on CPU tensors) cannot be traced by "
-            "torch.compile; compile with the cpu or reference backend"
-        )
+    backend.check_traceable(OP, chosen, x.device)
     if chosen == "reference":
         return reference_bias_act(x, b, dim, act, alpha, gain, clamp)
     forward, _ = _kernel_ops(chosen)

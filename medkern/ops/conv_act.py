@@ -158,11 +158,7 @@ def _triton_arguments(x, weight, stride, padding, dilation, rank):
 
 
 def _triton_conv_act(x, weight, bias, stride, padding, dilation, groups, act, alpha, residual, rank):
-    if x.device.type == "cpu" and torch.compiler.is_compiling():
-        raise RuntimeError(
-            f"{OP}: Triton's interpreter (the triton backend on CPU tensors) cannot be traced by "
-            "torch.compile; compile with the cpu or reference backend"
-        )
+    backend.check_traceable(OP, "triton", x.device)
     from ..triton import conv_act as triton_conv_act
 
     unbatched = x.dim() == rank + 1

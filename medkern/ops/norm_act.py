@@ -175,8 +175,7 @@ def norm_act(
     if chosen == "reference":
         return reference_norm_act(x, kind, weight, bias, running_mean, running_var, training, momentum, eps, act,
                                   alpha, num_groups)
-    if chosen == "triton" and x.device.type == "cpu" and torch.compiler.is_compiling():
-        raise RuntimeError(f"{OP}: Triton's interpreter cannot be traced by torch.compile; use the cpu or reference backend")
+    backend.check_traceable(OP, chosen, x.device)
     keep = keeps_output(act, alpha, weight, bias, memory_saving)
     y, mean, var = _kernel_op(chosen)(x, kind, weight, bias, running_mean, running_var, batch_stats, float(eps), act,
                                      alpha, groups, keep)

@@ -180,8 +180,7 @@ def rnn_sequence(
     if chosen == "reference":
         return reference.rnn_sequence(xproj, weight_hh, bias_hh, h0, c0, lengths, cell, reverse, weight_hr, nhw, nhb,
                                       ncw, ncb, float(eps), zoneout_h, zoneout_c, candidate_mask)
-    if chosen == "triton" and xproj.device.type == "cpu" and torch.compiler.is_compiling():
-        raise RuntimeError(f"{OP}: Triton's interpreter cannot be traced by torch.compile; use the cpu or reference backend")
+    backend.check_traceable(OP, chosen, xproj.device)
     if lengths is not None:
         lengths = lengths.to(xproj.device)
     states, cells, _work = _kernel_op(chosen)(xproj, weight_hh, bias_hh, h0, c0, lengths, cell, bool(reverse),

@@ -25,9 +25,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 def variant_modules():
     """The kernel modules, each with ``aot_variants()`` yielding (name, kernel, signature, constexprs)."""
-    from . import bias_act, conv_act, norm_act, rnn
+    from . import bias_act, conv_act, norm_act, rnn, upfirdn2d
 
-    return [bias_act, conv_act, norm_act, rnn]
+    return [bias_act, conv_act, norm_act, rnn, upfirdn2d]
 
 
 def compile_variant(kernel, signature, constexprs, arch: int) -> dict:

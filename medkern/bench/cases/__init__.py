@@ -9,9 +9,9 @@ and list it below.
 from __future__ import annotations
 
 from ..case import Case
-from . import bias_act, cnn, rnn
+from . import bias_act, cnn, gan, rnn
 
-_FAMILIES = (bias_act, cnn, rnn)
+_FAMILIES = (bias_act, cnn, rnn, gan)
 
 
 def all_cases() -> tuple[Case, ...]:
