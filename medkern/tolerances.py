@@ -148,6 +148,43 @@ TOLERANCES = {
         torch.float64: (1e-12, 1e-14),
         torch.float32: (1e-5, 3e-6),
     },
+    # pixel_norm (tests/test_pixel_norm.py): PROVISIONAL, measured below.
+    ("pixel_norm", "forward"): {
+        torch.float64: (1e-12, 1e-12),
+        torch.float32: (1.3e-6, 1e-5),
+        torch.float16: (1e-3, 1e-5),
+        torch.bfloat16: (1.6e-2, 1e-5),
+    },
+    ("pixel_norm", "grad"): {
+        torch.float64: (1e-12, 1e-12),
+        torch.float32: (1e-5, 1e-5),
+        torch.float16: (2e-3, 2e-3),
+        torch.bfloat16: (1.6e-2, 1.6e-2),
+    },
+    ("pixel_norm", "grad2"): {
+        torch.float64: (1e-11, 1e-11),
+        torch.float32: (1e-5, 1e-5),
+        torch.float16: (4e-3, 4e-3),
+        torch.bfloat16: (3.2e-2, 3.2e-2),
+    },
+    ("minibatch_stddev", "forward"): {
+        torch.float64: (1e-12, 1e-12),
+        torch.float32: (1.3e-6, 1e-5),
+        torch.float16: (1e-3, 1e-5),
+        torch.bfloat16: (1.6e-2, 1e-5),
+    },
+    ("minibatch_stddev", "grad"): {
+        torch.float64: (1e-12, 1e-12),
+        torch.float32: (1e-5, 1e-5),
+        torch.float16: (2e-3, 2e-3),
+        torch.bfloat16: (1.6e-2, 1.6e-2),
+    },
+    ("minibatch_stddev", "grad2"): {
+        torch.float64: (1e-11, 1e-11),
+        torch.float32: (1e-5, 1e-5),
+        torch.float16: (4e-3, 4e-3),
+        torch.bfloat16: (3.2e-2, 3.2e-2),
+    },
 }
 
 

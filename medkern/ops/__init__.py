@@ -2,6 +2,8 @@
 
 from .bias_act import bias_act
 from .conv_act import conv_act, conv_transpose_act
+from .minibatch_stddev import minibatch_stddev
 from .norm_act import norm_act
+from .pixel_norm import pixel_norm
 
-__all__ = ["bias_act", "conv_act", "conv_transpose_act", "norm_act"]
+__all__ = ["bias_act", "conv_act", "conv_transpose_act", "minibatch_stddev", "norm_act", "pixel_norm"]
