@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import torch
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
-CHECKED_OPS = ("bias_act", "norm_act", "rnn_sequence")  # medkern.check.CHECKS' keys (a test holds them equal)
+CHECKED_OPS = ("bias_act", "norm_act", "rnn_sequence", "pixel_norm", "minibatch_stddev")  # medkern.check.CHECKS' keys (a test holds them equal)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -71,6 +71,8 @@ def test_reference_is_stylegan2():
 def test_large_inputs(target, case):
     """Statistics over more than one chunk of the CPU kernel (4096 items), many tasks."""
     device, backend = target
+    if backend == "triton" and device == "cpu" and case.layout.name == "many_chunks":
+        pytest.skip("the CPU kernel's chunks; slow in Triton's interpreter (many_chunks_cl covers Triton)")
     x = make_inputs(case, torch.float32, device)
     got = run(backend, case, x, order=1)
     assert_matches(got, oracle(case, x, order=1), torch.float32, f"{backend} {case.id}")
@@ -107,9 +109,10 @@ def test_gradcheck_and_gradgradcheck(target, shape, group_size, num_channels, ch
     def fn(x):
         return medkern.ops.minibatch_stddev(x, group_size, num_channels)
 
+    fast = backend == "triton" and device == "cpu"  # the interpreter launches slowly: one random direction
     with medkern.use_backend(backend):
-        assert torch.autograd.gradcheck(fn, (x,))
-        assert torch.autograd.gradgradcheck(fn, (x,))
+        assert torch.autograd.gradcheck(fn, (x,), fast_mode=fast)
+        assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=fast)
 
 
 @pytest.mark.parametrize("target", kernel_targets())

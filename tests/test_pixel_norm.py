@@ -96,9 +96,10 @@ def test_gradcheck_and_gradgradcheck(target, shape, dim, eps):
     def fn(x):
         return medkern.ops.pixel_norm(x, dim, eps)
 
+    fast = backend == "triton" and device == "cpu"  # the interpreter launches slowly: one random direction
     with medkern.use_backend(backend):
-        assert torch.autograd.gradcheck(fn, (x,))
-        assert torch.autograd.gradgradcheck(fn, (x,))
+        assert torch.autograd.gradcheck(fn, (x,), fast_mode=fast)
+        assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=fast)
 
 
 @pytest.mark.parametrize("target", kernel_targets())
