@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import medkern
 from medkern import tolerances
@@ -79,6 +81,24 @@ def test_zeros_and_nan(target):
         y = medkern.ops.pixel_norm(x)
     torch.testing.assert_close(y, reference_pixel_norm(x, 1, EPS), equal_nan=True)
     assert torch.isnan(y[1, :, 2]).all() and (y[0] == 0).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.lists(st.integers(0, 5), min_size=1, max_size=5),
+    data=st.data(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_any_shape_stride_and_dim(shape, data, dtype):
+    """Random ranks, sizes (0 included), dims and memory orders (permutations), C++ CPU kernel."""
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    order = data.draw(st.permutations(range(len(shape))))
+    base = torch.randn([shape[i] for i in order], dtype=dtype) * 2
+    x = base.permute([order.index(i) for i in range(len(shape))])  # dense, memory order `order`
+    with medkern.use_backend("cpu"):
+        y = medkern.ops.pixel_norm(x, dim)
+    tolerances.assert_close(y, reference_pixel_norm(x, dim % len(shape), EPS), "pixel_norm", "forward", dtype)
+    assert y.stride() == x.stride() or x.numel() == 0
 
 
 # --- gradients -------------------------------------------------------------------------------
