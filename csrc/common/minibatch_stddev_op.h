@@ -7,6 +7,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 #include "checks.h"
 #include "layout.h"
 #include "minibatch_stddev.h"
