@@ -59,6 +59,16 @@ TORCH_LIBRARY(medkern, m) {
   // or correlation if flip_filter), times gain, downsample (down = (x, y)). Linear in x: its
   // gradient is upfirdn2d again (medkern/ops/upfirdn2d.py). Definition: medkern/reference/upfirdn2d.py.
   m.def("upfirdn2d(Tensor x, Tensor f, int[2] up, int[2] down, int[4] padding, bool flip_filter, float gain) -> Tensor");
+  // y = x * rsqrt(mean(x^2 over dim) + eps) (StyleGAN's pixel norm), y laid out as x.
+  m.def("pixel_norm(Tensor x, int dim, float eps) -> Tensor");
+  // gx = r * grad - x * r^3 * sum(grad * x over dim) / x.shape[dim], r = rsqrt(mean(x^2) + eps).
+  m.def("pixel_norm_backward(Tensor grad, Tensor x, int dim, float eps) -> Tensor");
+
+  // StyleGAN2's minibatch standard deviation layer: x (N, C, H, W) -> (N, C + num_channels, H, W),
+  // the extra channels the group statistics (medkern/reference/minibatch_stddev.py).
+  m.def("minibatch_stddev(Tensor x, int group_size, int num_channels) -> Tensor");
+  // gx (N, C, H, W) from grad (N, C + num_channels, H, W).
+  m.def("minibatch_stddev_backward(Tensor grad, Tensor x, int group_size, int num_channels) -> Tensor");
 }
 
 PyMODINIT_FUNC PyInit__C(void) {

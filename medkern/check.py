@@ -15,7 +15,9 @@ import torch
 
 from . import activations, backend, tolerances
 from .testing import bias_act as bias_act_testing
+from .testing import minibatch_stddev as minibatch_stddev_testing
 from .testing import norm_act as norm_act_testing
+from .testing import pixel_norm as pixel_norm_testing
 from .testing import rnn as rnn_testing
 from .testing import upfirdn2d as upfirdn2d_testing
 
@@ -146,12 +148,45 @@ def check_upfirdn2d(device: str, backend_name: str, dtypes=DTYPES) -> list[Resul
     return results
 
 
+def check_pixel_norm(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
+    layouts = [layout for layout in pixel_norm_testing.LAYOUTS if layout.name in LAYOUT_NAMES + ("last_dim",)]
+    results = []
+    for dtype, layout in itertools.product(dtypes, layouts):
+
+        def outputs():
+            x = pixel_norm_testing.make_inputs(layout, dtype, device)
+            got = pixel_norm_testing.run(backend_name, x, layout.dim, 1e-8)
+            want = pixel_norm_testing.oracle(x, layout.dim, 1e-8)
+            return pixel_norm_testing.worst(got, want, dtype)
+
+        results += _judged(dict(op="pixel_norm", device=device, backend=backend_name, dtype=_dtype_name(dtype),
+                                case=layout.name), outputs)
+    return results
+
+
+def check_minibatch_stddev(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
+    results = []
+    for dtype, case in itertools.product(dtypes, minibatch_stddev_testing.CASES):
+
+        def outputs():
+            x = minibatch_stddev_testing.make_inputs(case, dtype, device)
+            got = minibatch_stddev_testing.run(backend_name, case, x)
+            want = minibatch_stddev_testing.oracle(case, x)
+            return minibatch_stddev_testing.worst(got, want, dtype)
+
+        results += _judged(dict(op="minibatch_stddev", device=device, backend=backend_name,
+                                dtype=_dtype_name(dtype), case=case.id), outputs)
+    return results
+
+
 # The ops ``medkern check`` covers, by op name (as medkern.backend knows them).
 CHECKS: dict[str, Callable[..., list[Result]]] = {
     "bias_act": check_bias_act,
     "norm_act": check_norm_act,
     "rnn_sequence": check_rnn,
     "upfirdn2d": check_upfirdn2d,
+    "pixel_norm": check_pixel_norm,
+    "minibatch_stddev": check_minibatch_stddev,
 }
 
 

@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 import torch
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
-CHECKED_OPS = ("bias_act", "norm_act", "rnn_sequence", "upfirdn2d")  # medkern.check.CHECKS' keys (a test holds them equal)
+# medkern.check.CHECKS' keys (a test holds them equal)
+CHECKED_OPS = ("bias_act", "norm_act", "rnn_sequence", "upfirdn2d", "pixel_norm", "minibatch_stddev")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

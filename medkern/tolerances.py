@@ -166,6 +166,58 @@ TOLERANCES = {
     # float16 1.8e-8, bfloat16 0. The atols leave over 5x of that (GPUs sum in other orders).
     ("upfirdn2d", "forward"): _UPFIRDN2D,
     ("upfirdn2d", "grad"): _UPFIRDN2D,
+    # pixel_norm and minibatch_stddev (tests/test_pixel_norm.py, tests/test_minibatch_stddev.py)
+    # against the reference: one pass of the same formulas, sums in another order (channel order
+    # per position; per-chunk partial sums for the minibatch statistics). float16/bfloat16 are
+    # computed in float32 and rounded once, so the forward is at most one ulp of the input dtype
+    # from the rounded oracle (rtol 2**-10, 2**-7 with margin); gradients sum products of rounded
+    # inputs. Second-order gradients run through the reference (float32 for half types) on top
+    # of the kernel, so they match it exactly here. Worst needed atol at rtol 0 (against the
+    # largest value), over 4 seeds of every parity case (medkern/testing/pixel_norm.py,
+    # minibatch_stddev.py), cpu and triton-interpreter backends:
+    #   pixel_norm       forward float64 4.4e-16, float32 1.2e-7, float16 5.7e-5, bfloat16 7.5e-3
+    #                    grad    float64 7.8e-16, float32 3.0e-7, float16 2.4e-7, bfloat16 2.0e-3
+    #   minibatch_stddev forward float64 1.3e-16, float32 6.4e-8, float16 0,      bfloat16 0
+    #                    grad    float64 1.7e-15, float32 9.0e-7, float16 9.9e-6, bfloat16 7.0e-3
+    #   grad2 (both)     0 in every dtype
+    # and at the rtols below, every needed atol is 0 except float32 grads (3.0e-7, 1.2e-8).
+    # The atols leave 5x or more of that (float64: 50x, for GPUs' summation orders).
+    ("pixel_norm", "forward"): {
+        torch.float64: (1e-12, 1e-14),
+        torch.float32: (1.3e-6, 1e-6),
+        torch.float16: (1e-3, 1e-5),
+        torch.bfloat16: (1.6e-2, 1e-5),
+    },
+    ("pixel_norm", "grad"): {
+        torch.float64: (1e-12, 1e-13),
+        torch.float32: (1e-5, 2e-6),
+        torch.float16: (2e-3, 1e-4),
+        torch.bfloat16: (1.6e-2, 1e-3),
+    },
+    ("pixel_norm", "grad2"): {
+        torch.float64: (1e-11, 1e-11),
+        torch.float32: (1e-5, 1e-5),
+        torch.float16: (4e-3, 4e-3),
+        torch.bfloat16: (3.2e-2, 3.2e-2),
+    },
+    ("minibatch_stddev", "forward"): {
+        torch.float64: (1e-12, 1e-14),
+        torch.float32: (1.3e-6, 1e-6),
+        torch.float16: (1e-3, 1e-5),
+        torch.bfloat16: (1.6e-2, 1e-5),
+    },
+    ("minibatch_stddev", "grad"): {
+        torch.float64: (1e-12, 1e-13),
+        torch.float32: (1e-5, 2e-6),
+        torch.float16: (2e-3, 1e-4),
+        torch.bfloat16: (1.6e-2, 1e-3),
+    },
+    ("minibatch_stddev", "grad2"): {
+        torch.float64: (1e-11, 1e-11),
+        torch.float32: (1e-5, 1e-5),
+        torch.float16: (4e-3, 4e-3),
+        torch.bfloat16: (3.2e-2, 3.2e-2),
+    },
 }
 
 

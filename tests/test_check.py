@@ -9,7 +9,9 @@ import torch
 from medkern import check, cli, tolerances
 import medkern
 from medkern.testing import bias_act as bias_act_testing
+from medkern.testing import minibatch_stddev as minibatch_stddev_testing
 from medkern.testing import norm_act as norm_act_testing
+from medkern.testing import pixel_norm as pixel_norm_testing
 from medkern.testing import rnn as rnn_testing
 from medkern.testing import upfirdn2d as upfirdn2d_testing
 
@@ -36,7 +38,9 @@ def test_the_command_line_offers_every_checked_op():
 
 @pytest.mark.parametrize("op,testing,target", [("norm_act", norm_act_testing, "run"),
                                                 ("rnn_sequence", rnn_testing, "outputs_and_grads"),
-                                                ("upfirdn2d", upfirdn2d_testing, "run")])
+                                                ("upfirdn2d", upfirdn2d_testing, "run"),
+                                                ("pixel_norm", pixel_norm_testing, "run"),
+                                                ("minibatch_stddev", minibatch_stddev_testing, "run")])
 def test_check_catches_a_wrong_kernel_of_every_op(monkeypatch, op, testing, target):
     real = getattr(testing, target)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import medkern
 from medkern import gan
-from medkern.nn import BiasAct, Downsample2d
+from medkern.nn import BiasAct, Downsample2d, MinibatchStdDev, PixelNorm
 
 
 def test_losses_match_their_formulas():
@@ -50,20 +50,23 @@ def test_penalties_say_what_is_missing():
 
 
 class _Critic(torch.nn.Module):
-    """conv -> bias + lrelu * sqrt(2) -> blur-downsample -> conv -> bias + lrelu -> mean: fused ops
-    with second-order gradients in sequence."""
+    """conv -> bias + lrelu * sqrt(2) -> pixel norm -> blur-downsample -> minibatch stddev -> conv
+    -> bias + lrelu -> mean: StyleGAN's fused discriminator ops, with second-order gradients, in
+    sequence."""
 
     def __init__(self):
         super().__init__()
         self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
         self.act1 = BiasAct(8, "lrelu", alpha=0.2, gain=math.sqrt(2))
+        self.norm = PixelNorm()
         self.down = Downsample2d(2)
-        self.conv2 = torch.nn.Conv2d(8, 4, 3, padding=1, bias=False)
+        self.stddev = MinibatchStdDev(group_size=2)
+        self.conv2 = torch.nn.Conv2d(9, 4, 3, padding=1, bias=False)
         self.act2 = BiasAct(4, "lrelu", alpha=0.2)
 
     def forward(self, x):
-        x = self.act1(self.conv1(x))
-        return self.act2(self.conv2(self.down(x))).flatten(1).mean(1)
+        x = self.norm(self.act1(self.conv1(x)))
+        return self.act2(self.conv2(self.stddev(self.down(x)))).flatten(1).mean(1)
 
 
 @pytest.mark.parametrize("penalty", ["r1", "wgan_gp"])

@@ -3,10 +3,12 @@
 from .bias_act import BiasAct
 from .conv_act import Conv1dAct, Conv2dAct, Conv3dAct, ConvAct, ConvNormAct, ConvTransposeNormAct
 from .layer_norm_rnn import LayerNormGRU, LayerNormLSTM
+from .minibatch_stddev import MinibatchStdDev
 from .norm_act import NormAct
+from .pixel_norm import PixelNorm
 from .resample import Blur, Downsample2d, Upfirdn2d, Upsample2d
 from .rnn import GRU, LSTM, RNN
 
 __all__ = ["BiasAct", "ConvAct", "Conv1dAct", "Conv2dAct", "Conv3dAct", "ConvNormAct", "ConvTransposeNormAct",
            "NormAct", "LSTM", "GRU", "RNN", "LayerNormLSTM", "LayerNormGRU",
-           "Upfirdn2d", "Upsample2d", "Downsample2d", "Blur"]
+           "Upfirdn2d", "Upsample2d", "Downsample2d", "Blur", "PixelNorm", "MinibatchStdDev"]

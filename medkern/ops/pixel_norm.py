@@ -1,0 +1,133 @@
+"""medkern.ops.pixel_norm: StyleGAN's pixel norm in one pass, differentiable to any order.
+
+    y = x * rsqrt(mean(x^2 over dim) + eps)
+
+The backend (medkern.backend) picks the implementation: the C++ op ``medkern::pixel_norm``
+(CPU and CUDA kernels), the Triton op ``medkern::triton_pixel_norm``, or the reference. Both
+kernel ops share one autograd definition here: the gradient is the fused
+``pixel_norm_backward(grad, x)``, whose own derivative (second order, for R1 penalties) runs
+through the reference (medkern/reference/_double_backward.py), exact and differentiable again.
+Only x is saved for backward.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import _extension, backend
+from ..reference._double_backward import backward_of_backward
+from ..reference.pixel_norm import pixel_norm as reference_pixel_norm
+
+OP = "medkern.ops.pixel_norm"
+_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def check_eps(op: str, eps) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"{op}: eps must be a real number, got {eps!r}")
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"{op}: eps must be finite and >= 0, got {eps}")
+    return float(eps)
+
+
+def check_args(op: str, x, dim, eps) -> tuple[int, float]:
+    """Checks every argument (ValueError/TypeError naming ``op`` and the argument); returns
+    (dim in [0, ndim), eps)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{op}: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    if x.dim() == 0:
+        raise ValueError(f"{op}: x must have at least one dimension, got a 0-d tensor")
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"{op}: dim must be an int, got {type(dim).__name__}")
+    if not -x.dim() <= dim < x.dim():
+        raise ValueError(f"{op}: dim must be in [{-x.dim()}, {x.dim() - 1}] for a {x.dim()}-d x, got {dim}")
+    return dim % x.dim(), check_eps(op, eps)
+
+
+def pixel_norm(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """``x * rsqrt(mean(x^2 over dim) + eps)``.
+
+    Args:
+        x: float32/float64/float16/bfloat16 tensor of any rank >= 1 and any layout.
+        dim: the dimension normalized over (the channels).
+        eps: added to the mean square (>= 0).
+
+    Returns a tensor of x's shape, dtype and (for dense x) layout. float16 and bfloat16 inputs
+    are computed in float32 inside the kernels.
+    """
+    dim, eps = check_args(OP, x, dim, eps)
+    chosen = backend.select("pixel_norm", x.device)
+    if chosen == "triton" and x.device.type == "cpu" and torch.compiler.is_compiling():
+        raise RuntimeError(
+            f"{OP}: Triton's interpreter (the triton backend on CPU tensors) cannot be traced by "
+            "torch.compile; compile with the cpu or reference backend"
+        )
+    if chosen == "reference":
+        return reference_pixel_norm(x, dim, eps)
+    forward, _ = _kernel_ops(chosen)
+    return forward(x, dim, eps)
+
+
+def _kernel_ops(chosen: str):
+    """(forward op, backward op) of a kernel backend."""
+    if chosen == "triton":
+        from ..triton import pixel_norm as triton_pixel_norm
+
+        return triton_pixel_norm.forward_op(), triton_pixel_norm.backward_op()
+    return torch.ops.medkern.pixel_norm.default, torch.ops.medkern.pixel_norm_backward.default
+
+
+def register_autograd(forward_name: str, backward_name: str) -> None:
+    """Makes op ``forward_name`` differentiable through ``backward_name``, and that op through the
+    reference. Names are ``"medkern::op"``; the ops must be defined already."""
+    backward_op = getattr(torch.ops.medkern, backward_name.split("::")[1]).default
+
+    def setup_forward(ctx, inputs, output):
+        x, dim, eps = inputs
+        ctx.save_for_backward(x)
+        ctx.dim, ctx.eps = dim, eps
+
+    def forward_backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return backward_op(grad, x, ctx.dim, ctx.eps), None, None
+
+    def setup_backward(ctx, inputs, output):
+        grad, x, dim, eps = inputs
+        ctx.save_for_backward(grad, x)
+        ctx.dim, ctx.eps = dim, eps
+
+    def backward_backward(ctx, upstream):
+        grad, x = ctx.saved_tensors
+        if upstream is None:
+            return None, None, None, None
+        dim = ctx.dim % x.dim()  # direct op callers may pass a negative dim
+        d_grad, d_x = backward_of_backward(lambda t: reference_pixel_norm(t, dim, ctx.eps), grad, x, upstream)
+        need_grad, need_x = ctx.needs_input_grad[:2]
+        return (d_grad if need_grad else None), (d_x if need_x else None), None, None
+
+    torch.library.register_autograd(forward_name, forward_backward, setup_context=setup_forward)
+    torch.library.register_autograd(backward_name, backward_backward, setup_context=setup_backward)
+
+
+def fake_forward(x, dim, eps):
+    return torch.empty_like(x)  # the kernels allocate y the same way: x's layout when dense
+
+
+def fake_backward(grad, x, dim, eps):
+    return torch.empty_like(x)
+
+
+def _register_compiled_ops() -> None:
+    """Autograd and fake kernels for the C++ ops, only if _C defined them (never on a missing op)."""
+    if not _extension.loaded() or not hasattr(torch.ops.medkern, "pixel_norm"):  # (an older _C lacks the op)
+        return
+    torch.library.register_fake("medkern::pixel_norm")(fake_forward)
+    torch.library.register_fake("medkern::pixel_norm_backward")(fake_backward)
+    register_autograd("medkern::pixel_norm", "medkern::pixel_norm_backward")
+
+
+_register_compiled_ops()
