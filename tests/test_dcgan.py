@@ -58,3 +58,28 @@ def test_bad_arguments_are_clear_errors():
         DCGANGenerator(base_channels=2)(torch.randn(2, 99))
     with pytest.raises(ValueError, match=r"DCGANDiscriminator: x must be \(N, C, 64, 64\)"):
         DCGANDiscriminator(base_channels=2)(torch.randn(2, 1, 32, 32))
+
+
+def test_r1_step_equals_the_plain_torch_twin():
+    """The issue's check: an R1 step through the medkern discriminator equals the same step through
+    the reference one with the same weights (second-order gradients through every fused block)."""
+    from medkern import gan
+
+    torch.manual_seed(0)
+    fused = DCGANDiscriminator(channels=1, base_channels=4, memory_saving=False).double()
+    plain = DCGANDiscriminator(channels=1, base_channels=4, reference=True).double()
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(4, 1, 64, 64, dtype=torch.float64)
+    results = []
+    for model in (fused, plain):
+        real = x.clone().requires_grad_()
+        logits = model(real)
+        loss = gan.nonsaturating_d_loss(logits, -logits) + 5.0 * gan.r1_penalty(logits, real)
+        results.append((loss.detach(), torch.autograd.grad(loss, list(model.parameters()))))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-10, atol=1e-12)
+    for got, want in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+    with pytest.raises(RuntimeError, match="memory_saving=False"):
+        real = x.clone().requires_grad_()
+        saving = DCGANDiscriminator(channels=1, base_channels=4).double()
+        torch.autograd.grad(gan.r1_penalty(saving(real), real), list(saving.parameters()))

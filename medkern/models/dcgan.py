@@ -40,7 +40,7 @@ def _positive(owner: str, name: str, value) -> int:
 
 
 def _block(transposed: bool, c_in: int, c_out: int, stride: int, padding: int, norm: bool, act: str,
-           alpha, reference: bool) -> nn.Module:
+           alpha, reference: bool, memory_saving: bool = True) -> nn.Module:
     """conv (no bias) -> [BatchNorm] -> act, as a medkern block or its plain-torch twin (same keys)."""
     conv_cls = nn.ConvTranspose2d if transposed else nn.Conv2d
     conv = conv_cls(c_in, c_out, KERNEL, stride, padding, bias=False)
@@ -49,7 +49,7 @@ def _block(transposed: bool, c_in: int, c_out: int, stride: int, padding: int, n
         return nn.Sequential(OrderedDict(layers + [("act", module_from_act(act, alpha))]))
     if norm:
         block_cls = ConvTransposeNormAct if transposed else ConvNormAct
-        return block_cls(conv, nn.BatchNorm2d(c_out), act, alpha)
+        return block_cls(conv, nn.BatchNorm2d(c_out), act, alpha, memory_saving)
     if transposed:  # no fused transposed-conv module: the activation alone runs fused
         return nn.Sequential(OrderedDict(conv=conv, act=BiasAct(c_out, act, alpha, bias=False)))
     return ConvAct(conv, act, alpha)
@@ -93,9 +93,14 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """images (N, channels, image_size, image_size) -> logits (N,)."""
+    """images (N, channels, image_size, image_size) -> logits (N,).
 
-    def __init__(self, channels: int = 1, image_size: int = 64, base_channels: int = 64, reference: bool = False):
+    ``memory_saving=False`` keeps each BatchNorm's input for backward instead of recomputing it
+    from the output: needed for second-order gradients (R1, gradient penalty).
+    """
+
+    def __init__(self, channels: int = 1, image_size: int = 64, base_channels: int = 64, reference: bool = False,
+                 memory_saving: bool = True):
         super().__init__()
         owner = type(self).__name__
         _positive(owner, "channels", channels), _positive(owner, "base_channels", base_channels)
@@ -103,7 +108,7 @@ class DCGANDiscriminator(nn.Module):
         doublings = _doublings(owner, image_size)
         widths = [base_channels * 2 ** i for i in range(doublings)]  # e.g. b, 2b, 4b, 8b
         blocks = [_block(False, channels, widths[0], 2, 1, False, "lrelu", 0.2, reference)]
-        blocks += [_block(False, c_in, c_out, 2, 1, True, "lrelu", 0.2, reference)
+        blocks += [_block(False, c_in, c_out, 2, 1, True, "lrelu", 0.2, reference, memory_saving)
                    for c_in, c_out in zip(widths, widths[1:])]
         self.blocks = nn.Sequential(*blocks)
         self.logits = nn.Conv2d(widths[-1], 1, KERNEL, 1, 0, bias=False)  # 4x4 -> 1x1
