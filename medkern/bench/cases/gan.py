@@ -58,3 +58,61 @@ CASES = (
         tolerance=("upfirdn2d", "forward"),
     ),
 )
+
+
+# --- DCGAN training steps (the issue's model targets) ---------------------------------------------
+
+DCGAN_BATCH, DCGAN_QUICK_BATCH = 16, 2
+DCGAN_LATENT = 100
+
+
+def _dcgan_step_case(name: str, description: str, r1_gamma: float, targets) -> Case:
+    """One discriminator + generator step of DCGAN 64x64 (``r1_gamma`` = 0), or the discriminator
+    step with an R1 penalty: the loss whose gradient w.r.t. every parameter is that step's."""
+    from ...gan import nonsaturating_d_loss, nonsaturating_g_loss, r1_penalty
+    from ...models import DCGANDiscriminator, DCGANGenerator
+
+    models: dict[str, tuple] = {}
+
+    def setup(device: torch.device, dtype: torch.dtype, quick: bool) -> tuple[torch.Tensor, ...]:
+        batch = DCGAN_QUICK_BATCH if quick else DCGAN_BATCH
+        g_fused = DCGANGenerator(DCGAN_LATENT, channels=1).to(device, dtype)
+        d_fused = DCGANDiscriminator(channels=1, memory_saving=r1_gamma == 0).to(device, dtype)
+        g_plain = DCGANGenerator(DCGAN_LATENT, channels=1, reference=True).to(device, dtype)
+        d_plain = DCGANDiscriminator(channels=1, reference=True).to(device, dtype)
+        g_plain.load_state_dict(g_fused.state_dict())
+        d_plain.load_state_dict(d_fused.state_dict())
+        # the plain models share the fused ones' tensors, so every contender's gradient is the same
+        for plain, fused in ((g_plain, g_fused), (d_plain, d_fused)):
+            for p, q in zip(plain.parameters(), fused.parameters()):
+                p.data = q.data
+        models["torch"], models["medkern"] = (g_plain, d_plain), (g_fused, d_fused)
+        z = torch.randn(batch, DCGAN_LATENT, device=device, dtype=dtype)
+        real = torch.randn(batch, 1, 64, 64, device=device, dtype=dtype).clamp(-1, 1)
+        return (z, real, *g_fused.parameters(), *d_fused.parameters())
+
+    def step(which: str):
+        def run(z, real, *params):
+            generator, discriminator = models[which]
+            if r1_gamma:
+                with torch.enable_grad():  # the penalty is a gradient, even in the forward-only timing
+                    real = real.detach().requires_grad_()
+                    logits = discriminator(real)
+                    fake_logits = discriminator(generator(z).detach())
+                    return nonsaturating_d_loss(logits, fake_logits) + r1_gamma / 2 * r1_penalty(logits, real)
+            fake = generator(z)
+            d_loss = nonsaturating_d_loss(discriminator(real), discriminator(fake.detach()))
+            return d_loss + nonsaturating_g_loss(discriminator(fake))
+
+        return run
+
+    return Case(name=f"gan/{name}", family="norm_act", description=description, setup=setup,
+                reference=step("torch"), fused=step("medkern"), targets=targets)
+
+
+CASES += (
+    _dcgan_step_case("dcgan64_step", "DCGAN 64x64, batch 16: one discriminator + generator step (losses' gradients)",
+                     0.0, (speedup_target("fwd_bwd", "eager", 1.2),)),
+    _dcgan_step_case("dcgan64_r1_step", "the DCGAN discriminator step with an R1 penalty (gamma 10)",
+                     10.0, (speedup_target("fwd_bwd", "eager", 1.2),)),
+)
