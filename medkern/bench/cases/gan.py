@@ -80,26 +80,32 @@ def _dcgan_step_case(name: str, description: str, r1_gamma: float, targets) -> C
         d_fused = DCGANDiscriminator(channels=1, memory_saving=r1_gamma == 0).to(device, dtype)
         g_plain = DCGANGenerator(DCGAN_LATENT, channels=1, reference=True).to(device, dtype)
         d_plain = DCGANDiscriminator(channels=1, reference=True).to(device, dtype)
-        g_plain.load_state_dict(g_fused.state_dict())
-        d_plain.load_state_dict(d_fused.state_dict())
-        # the plain models share the fused ones' tensors, so every contender's gradient is the same
         for plain, fused in ((g_plain, g_fused), (d_plain, d_fused)):
-            for p, q in zip(plain.parameters(), fused.parameters()):
-                p.data = q.data
+            plain.load_state_dict(fused.state_dict())
+            # the same Parameter objects (same state_dict paths): every contender differentiates the inputs
+            for name, param in fused.named_parameters():
+                owner, _, attr = name.rpartition(".")
+                plain.get_submodule(owner)._parameters[attr] = param
         models["torch"], models["medkern"] = (g_plain, d_plain), (g_fused, d_fused)
         z = torch.randn(batch, DCGAN_LATENT, device=device, dtype=dtype)
         real = torch.randn(batch, 1, 64, 64, device=device, dtype=dtype).clamp(-1, 1)
+        if r1_gamma:  # the discriminator's step alone: the generator's samples are data
+            with torch.no_grad():
+                fake = g_fused(z)
+            return (real, fake, *d_fused.parameters())
         return (z, real, *g_fused.parameters(), *d_fused.parameters())
 
     def step(which: str):
-        def run(z, real, *params):
+        def run(first, second, *params):
             generator, discriminator = models[which]
             if r1_gamma:
+                real, fake = first, second
                 with torch.enable_grad():  # the penalty is a gradient, even in the forward-only timing
                     real = real.detach().requires_grad_()
                     logits = discriminator(real)
-                    fake_logits = discriminator(generator(z).detach())
-                    return nonsaturating_d_loss(logits, fake_logits) + r1_gamma / 2 * r1_penalty(logits, real)
+                    penalty = r1_penalty(logits, real)
+                    return nonsaturating_d_loss(logits, discriminator(fake)) + r1_gamma / 2 * penalty
+            z, real = first, second
             fake = generator(z)
             d_loss = nonsaturating_d_loss(discriminator(real), discriminator(fake.detach()))
             return d_loss + nonsaturating_g_loss(discriminator(fake))
