@@ -80,12 +80,19 @@ class Case:
     # (family, kind) in medkern.tolerances that judges each output against eager's, where the
     # table has the dtype; otherwise torch.testing.assert_close's defaults
     tolerance: Optional[tuple[str, str]] = None
+    # why torch.compile cannot run the reference (e.g. a gradient penalty's double backward),
+    # reported instead of a compile contender; None: it can
+    no_compile: Optional[str] = None
 
     def contenders(self, device: torch.device) -> tuple[dict[str, Callable[..., torch.Tensor]], dict[str, str]]:
         """({name: callable}, {skipped contender: why}). ``compile`` is a fresh torch.compile
         of the reference: it compiles on its first call (per grad mode)."""
-        contenders = {EAGER: self.reference, COMPILE: torch.compile(self.reference)}
+        contenders = {EAGER: self.reference}
         skipped = {}
+        if self.no_compile is None:
+            contenders[COMPILE] = torch.compile(self.reference)
+        else:
+            skipped[COMPILE] = self.no_compile
         for name in MEDKERN_BACKENDS:
             reason = backend._why_not(name, self.family, device)
             if reason is None and name == "triton" and device.type == "cpu":

@@ -112,8 +112,10 @@ def _dcgan_step_case(name: str, description: str, r1_gamma: float, targets) -> C
 
         return run
 
+    # torch.compile's autograd cannot differentiate a compiled graph twice
+    no_compile = "torch.compile does not support double backward (the R1 penalty)" if r1_gamma else None
     return Case(name=f"gan/{name}", family="norm_act", description=description, setup=setup,
-                reference=step("torch"), fused=step("medkern"), targets=targets)
+                reference=step("torch"), fused=step("medkern"), targets=targets, no_compile=no_compile)
 
 
 CASES += (
