@@ -68,11 +68,7 @@ def minibatch_stddev(x: torch.Tensor, group_size: int = 4, num_channels: int = 1
     """
     group_size, num_channels = check_args(OP, x, group_size, num_channels)
     chosen = backend.select("minibatch_stddev", x.device)
-    if chosen == "triton" and x.device.type == "cpu" and torch.compiler.is_compiling():
-        raise RuntimeError(
-            f"{OP}: Triton's interpreter (the triton backend on CPU tensors) cannot be traced by "
-            "torch.compile; compile with the cpu or reference backend"
-        )
+    backend.check_traceable(OP, chosen, x.device)
     if chosen == "reference":
         return reference_minibatch_stddev(x, group_size, num_channels)
     forward, _ = _kernel_ops(chosen)

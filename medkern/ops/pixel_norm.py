@@ -19,9 +19,9 @@ import torch
 from .. import _extension, backend
 from ..reference._double_backward import backward_of_backward
 from ..reference.pixel_norm import pixel_norm as reference_pixel_norm
+from .bias_act import check_tensors
 
 OP = "medkern.ops.pixel_norm"
-_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def check_eps(op: str, eps) -> float:
@@ -35,16 +35,7 @@ def check_eps(op: str, eps) -> float:
 def check_args(op: str, x, dim, eps) -> tuple[int, float]:
     """Checks every argument (ValueError/TypeError naming ``op`` and the argument); returns
     (dim in [0, ndim), eps)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{op}: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
-    if x.dim() == 0:
-        raise ValueError(f"{op}: x must have at least one dimension, got a 0-d tensor")
-    if isinstance(dim, bool) or not isinstance(dim, int):
-        raise TypeError(f"{op}: dim must be an int, got {type(dim).__name__}")
-    if not -x.dim() <= dim < x.dim():
-        raise ValueError(f"{op}: dim must be in [{-x.dim()}, {x.dim() - 1}] for a {x.dim()}-d x, got {dim}")
+    check_tensors(op, x, None, dim)  # x and dim are checked as bias_act checks them
     return dim % x.dim(), check_eps(op, eps)
 
 
@@ -61,11 +52,7 @@ def pixel_norm(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor
     """
     dim, eps = check_args(OP, x, dim, eps)
     chosen = backend.select("pixel_norm", x.device)
-    if chosen == "triton" and x.device.type == "cpu" and torch.compiler.is_compiling():
-        raise RuntimeError(
-            f"{OP}: Triton's interpreter (the triton backend on CPU tensors) cannot be traced by "
-            "torch.compile; compile with the cpu or reference backend"
-        )
+    backend.check_traceable(OP, chosen, x.device)
     if chosen == "reference":
         return reference_pixel_norm(x, dim, eps)
     forward, _ = _kernel_ops(chosen)
