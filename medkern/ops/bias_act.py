@@ -22,12 +22,12 @@ from typing import Optional
 import torch
 
 from .. import _extension, activations, backend
+from .._args import check_float_tensor
 from ..reference.bias_act import bias_act as reference_bias_act
 from ..reference.bias_act import bias_act_grad as reference_bias_act_grad
 from ..reference.bias_act import broadcast_along
 
 OP = "medkern.ops.bias_act"
-_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def _real(op: str, value, name: str) -> float:
@@ -57,10 +57,7 @@ def check_options(op: str, act, alpha, gain, clamp):
 
 def check_tensors(op: str, x, b, dim) -> None:
     """Checks x, b and dim (ValueError/TypeError naming ``op`` and the argument)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{op}: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    check_float_tensor(op, "x", x)
     if x.dim() == 0:
         raise ValueError(f"{op}: x must have at least one dimension, got a 0-d tensor")
     if isinstance(dim, bool) or not isinstance(dim, int):

@@ -16,12 +16,12 @@ from __future__ import annotations
 import torch
 
 from .. import _extension, backend
+from .._args import check_float_tensor
 from ..reference._double_backward import backward_of_backward
 from ..reference.minibatch_stddev import memory_format
 from ..reference.minibatch_stddev import minibatch_stddev as reference_minibatch_stddev
 
 OP = "medkern.ops.minibatch_stddev"
-_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def _positive_int(op: str, value, name: str) -> int:
@@ -40,10 +40,7 @@ def check_options(op: str, group_size, num_channels) -> tuple[int, int]:
 def check_args(op: str, x, group_size, num_channels) -> tuple[int, int]:
     """Checks every argument (ValueError/TypeError naming ``op`` and the argument)."""
     group_size, num_channels = check_options(op, group_size, num_channels)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{op}: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    check_float_tensor(op, "x", x)
     if x.dim() != 4:
         raise ValueError(f"{op}: x must be 4-d (N, C, H, W), got shape {tuple(x.shape)}")
     n, c = x.shape[:2]

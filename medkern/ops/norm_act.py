@@ -26,11 +26,11 @@ from typing import Optional
 import torch
 
 from .. import _extension, activations, backend
+from .._args import check_float_tensor
 from ..reference.norm_act import KINDS, invertible
 from ..reference.norm_act import norm_act as reference_norm_act
 
 OP = "medkern.ops.norm_act"
-_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 # Activations for which y is kept. ELU is invertible too, but not usefully: where it saturates
 # (z << 0) y rounds to -alpha and log1p(y / alpha) loses every digit (-inf at the limit), so the
@@ -65,10 +65,7 @@ def _real(value, name: str) -> float:
 
 def check_args(x, kind, weight, bias, running_mean, running_var, training, momentum, eps, act, alpha, num_groups):
     """Checks every argument; returns (act, alpha, groups, batch_stats, momentum)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{OP}: x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{OP}: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    check_float_tensor(OP, "x", x)
     if x.dim() < 2:
         raise ValueError(f"{OP}: x must be (N, C, *spatial) with at least 2 dims, got shape {tuple(x.shape)}")
     if kind not in KINDS:

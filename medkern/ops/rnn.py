@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import _extension, backend
+from .._args import check_float_tensor
 from ..reference import rnn as reference
 from ..reference.rnn import CELLS, GATES, opmath_dtype
 
 OP = "medkern.ops.rnn_sequence"
-_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 DEFAULT_EPS = 1e-5
 
 
@@ -88,10 +88,7 @@ def check_lengths(lengths, steps: int, batch: int) -> Optional[torch.Tensor]:
 def check_args(xproj, weight_hh, bias_hh, h0, c0, cell, lengths, weight_hr, norm_h, norm_c, eps,
                zoneout_h, zoneout_c, candidate_mask):
     """Checks what rnn_sequence takes; returns (hidden, lengths, norm_h pair, norm_c pair)."""
-    if not isinstance(xproj, torch.Tensor):
-        raise TypeError(f"{OP}: xproj must be a torch.Tensor, got {type(xproj).__name__}")
-    if xproj.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{OP}: xproj must be float32, float64, float16 or bfloat16, got {xproj.dtype}")
+    check_float_tensor(OP, "xproj", xproj)
     if xproj.dim() != 3:
         raise ValueError(f"{OP}: xproj must be (T, B, G), got shape {tuple(xproj.shape)}")
     if cell not in CELLS:

@@ -23,10 +23,10 @@ from typing import Optional, Sequence, Union
 import torch
 
 from .. import _extension, backend
+from .._args import check_float_tensor
 from ..reference.upfirdn2d import upfirdn2d as reference_upfirdn2d
 
 OP = "medkern.ops.upfirdn2d"
-_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 IntPair = Union[int, Sequence[int]]
 
@@ -72,8 +72,7 @@ def check_filter(op: str, f, x: torch.Tensor) -> torch.Tensor:
         return torch.ones(1, dtype=torch.float32, device=x.device)
     if not isinstance(f, torch.Tensor):
         raise TypeError(f"{op}: f must be a torch.Tensor or None, got {type(f).__name__}")
-    if f.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{op}: f must be float32, float64, float16 or bfloat16, got {f.dtype}")
+    check_float_tensor(op, "f", f)
     if f.dim() not in (1, 2) or f.numel() == 0:
         raise ValueError(f"{op}: f must be a non-empty 1-d (separable) or 2-d filter, got shape {tuple(f.shape)}")
     if f.device != x.device:
@@ -89,10 +88,7 @@ def out_length(size: int, up: int, down: int, pad0: int, pad1: int, taps: int) -
 
 def check_args(op, x, f, up, down, padding, flip_filter, gain):
     """Checks every argument; returns (f, up, down, padding, flip_filter, gain) resolved."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{op}: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    check_float_tensor(op, "x", x)
     if x.dim() != 4:
         raise ValueError(f"{op}: x must be 4-d (N, C, H, W), got shape {tuple(x.shape)}")
     f = check_filter(op, f, x)

@@ -38,6 +38,7 @@ import triton.language as tl
 from torch._subclasses.fake_tensor import is_fake
 
 from .. import activations, backend
+from .._args import check_float_tensor
 from .activations import activation, exact, fits_float32, split
 
 OP = "medkern::triton_conv_act"
@@ -173,7 +174,6 @@ conv_act_kernel_autotuned = triton.autotune(
 )(conv_act_kernel)
 
 
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def _ints(op, name, value, rank, minimum) -> list[int]:
@@ -186,11 +186,9 @@ def _ints(op, name, value, rank, minimum) -> list[int]:
 def _check(x, weight, bias, stride, padding, dilation, groups, act, alpha, residual):
     """Checks the arguments; returns (spatial rank, output shape, stride, padding, dilation)."""
     op = OP
-    for name, t in (("x", x), ("weight", weight)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if x.dtype not in _DTYPES:
-        raise TypeError(f"{op}: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    check_float_tensor(op, "x", x)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{op}: weight must be a torch.Tensor, got {type(weight).__name__}")
     rank = weight.dim() - 2
     if rank not in (1, 2, 3) or x.dim() != rank + 2:
         raise ValueError(f"{op}: x and weight must both be 3-d, 4-d or 5-d (a batched 1d, 2d or 3d convolution), "

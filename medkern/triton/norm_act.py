@@ -34,6 +34,7 @@ import triton.language as tl
 from torch._subclasses.fake_tensor import is_fake
 
 from .. import activations
+from .._args import check_float_tensor
 from ..ops.norm_act import register_autograd
 from ..reference.norm_act import KINDS
 from .activations import (
@@ -302,7 +303,7 @@ def _check_channel_vector(op: str, arg: str, t: Optional[torch.Tensor], x: torch
         return
     if t.device != x.device:
         raise ValueError(f"{op}: {arg} must be on {x.device} (the device of x), got {t.device}")
-    _check_floating(op, arg, t)
+    check_float_tensor(op, arg, t)
     half_x = x.dtype in (torch.float16, torch.bfloat16)
     if not (t.dtype == x.dtype or (half_x and t.dtype == torch.float32)):
         also = " or float32" if half_x else ""
@@ -311,14 +312,9 @@ def _check_channel_vector(op: str, arg: str, t: Optional[torch.Tensor], x: torch
         raise ValueError(f"{op}: {arg} must be 1-d with x.shape[1] = {x.shape[1]} elements, got shape {list(t.shape)}")
 
 
-def _check_floating(op: str, arg: str, t: torch.Tensor) -> None:
-    if t.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        raise TypeError(f"{op}: {arg} must be float32, float64, float16 or bfloat16, got {t.dtype}")
-
-
 def _check_args(op, x, kind, weight, bias, batch_stats, eps, act, alpha, num_groups, from_output, from_output_arg):
     """Checks what both ops take, as check_args of csrc/norm_act_op.cpp; returns (act, groups)."""
-    _check_floating(op, "x", x)
+    check_float_tensor(op, "x", x)
     if x.dim() < 2:
         raise ValueError(f"{op}: x must be (N, C, *spatial) with at least 2 dims, got {x.dim()} dims")
     if kind not in KINDS:

@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 from torch._subclasses.fake_tensor import is_fake
 
+from .._args import check_float_tensor
 from ..ops.rnn import fake_backward, fake_forward, register_autograd
 from ..reference.rnn import CELLS, GATES
 from .activations import split, tanh
@@ -50,7 +51,6 @@ GRU: tl.constexpr = tl.constexpr(1)
 RNN_TANH: tl.constexpr = tl.constexpr(2)
 RNN_RELU: tl.constexpr = tl.constexpr(3)
 
-_FLOATING = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 # --- device side ------------------------------------------------------------------------------
@@ -534,11 +534,6 @@ def _shape(t: torch.Tensor) -> list:
     return list(t.shape)
 
 
-def _check_floating(op: str, arg: str, t: torch.Tensor) -> None:
-    if t.dtype not in _FLOATING:
-        raise TypeError(f"{op}: {arg} must be float32, float64, float16 or bfloat16, got {t.dtype}")
-
-
 def _data_arg(op: str, arg: str, t: torch.Tensor, like: torch.Tensor, shape) -> torch.Tensor:
     """``t`` checked to have xproj's dtype, device and ``shape``; contiguous."""
     if t.device != like.device:
@@ -555,7 +550,7 @@ def _opmath_arg(op: str, arg: str, t: Optional[torch.Tensor], like: torch.Tensor
     accepted), checked for device and shape; None if absent."""
     if t is None:
         return None
-    _check_floating(op, arg, t)
+    check_float_tensor(op, arg, t)
     if t.device != like.device:
         raise ValueError(f"{op}: {arg} must be on {like.device} (the device of xproj), got {t.device}")
     acc = _opmath(like.dtype)
@@ -697,7 +692,7 @@ BACKWARD_SCHEMA = (
 def triton_rnn_sequence(xproj, weight_hh, bias_hh, h0, c0, lengths, cell, reverse, weight_hr, norm_h_weight,
                         norm_h_bias, norm_c_weight, norm_c_bias, eps, zoneout_h, zoneout_c, candidate_mask):
     op = FORWARD
-    _check_floating(op, "xproj", xproj)
+    check_float_tensor(op, "xproj", xproj)
     if xproj.dim() != 3:
         raise ValueError(f"{op}: xproj must be (T, B, G), got shape {_shape(xproj)}")
     if weight_hh.dim() != 2 or weight_hh.shape[0] != xproj.shape[2]:
@@ -767,7 +762,7 @@ def triton_rnn_sequence_backward(grad_states, grad_cells, states, cells, work, w
                                  reverse, weight_hr, norm_h_weight, norm_c_weight, zoneout_h, zoneout_c,
                                  candidate_mask):
     op = BACKWARD
-    _check_floating(op, "states", states)
+    check_float_tensor(op, "states", states)
     if states.dim() != 3 or states.shape[0] < 1:
         raise ValueError(f"{op}: states must be (T + 1, B, P), got shape {_shape(states)}")
     if weight_hh.dim() != 2:
