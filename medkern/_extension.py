@@ -37,7 +37,7 @@ def loaded() -> bool:
 
 def has_kernel(op: str, dispatch_key: str) -> bool:
     """Whether ``medkern::op`` has a kernel for ``dispatch_key`` ("CPU", "CUDA")."""
-    if _C is None:
+    if _C is None or not hasattr(torch.ops.medkern, op):  # (an _C built before the op was added lacks it)
         return False
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"medkern::{op}", dispatch_key)
 

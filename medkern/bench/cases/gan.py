@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ...ops.upfirdn2d import downsample2d, fir_filter, upsample2d
+from ...reference.modulated_conv2d import down_padding, up_padding
 from ...reference.upfirdn2d import upfirdn2d as reference_upfirdn2d
 from ..case import Case, speedup_target
 
@@ -25,14 +26,14 @@ def _setup(shape, quick_shape, factor_in: int):
     return setup
 
 
-def _upsample_reference(x, f):
-    # upsample2d's geometry for a 4-tap filter and up = 2: padding (2, 1) per axis, gain 4
-    return reference_upfirdn2d(x, f, (2, 2), (1, 1), (2, 1, 2, 1), False, 4.0)
+def _resample_reference(up: int, down: int):
+    """upsample2d (up > 1) or downsample2d as the reference op, with the helpers' alignment."""
+    def run(x, f):
+        if up > 1:
+            return reference_upfirdn2d(x, f, (up, up), (1, 1), up_padding(f, up), False, float(up * up))
+        return reference_upfirdn2d(x, f, (1, 1), (down, down), down_padding(f, down, (0, 0)), False, 1.0)
 
-
-def _downsample_reference(x, f):
-    # downsample2d's geometry for a 4-tap filter and down = 2: padding (1, 1) per axis
-    return reference_upfirdn2d(x, f, (1, 1), (2, 2), (1, 1, 1, 1), False, 1.0)
+    return run
 
 
 CASES = (
@@ -41,7 +42,7 @@ CASES = (
         family="upfirdn2d",
         description="upsample2d, 4-tap [1,3,3,1] filter, 16x64x64x64 -> 128x128",
         setup=_setup(SHAPE, QUICK_SHAPE, 1),
-        reference=_upsample_reference,
+        reference=_resample_reference(2, 1),
         fused=lambda x, f: upsample2d(x, f),
         bandwidth_bound=True,
         targets=ACCEPTANCE,
@@ -52,7 +53,7 @@ CASES = (
         family="upfirdn2d",
         description="downsample2d, 4-tap [1,3,3,1] filter, 16x64x128x128 -> 64x64",
         setup=_setup(SHAPE, QUICK_SHAPE, 2),
-        reference=_downsample_reference,
+        reference=_resample_reference(1, 2),
         fused=lambda x, f: downsample2d(x, f),
         bandwidth_bound=True,
         tolerance=("upfirdn2d", "forward"),
@@ -124,3 +125,55 @@ CASES += (
     _dcgan_step_case("dcgan64_r1_step", "the DCGAN discriminator step with an R1 penalty (gamma 10)",
                      10.0, (speedup_target("fwd_bwd", "eager", 1.2),)),
 )
+
+
+# --- StyleGAN2 layers (no targets in the issue: measured for the record) --------------------------
+
+def _modulated_conv_case(name: str, up: int, description: str) -> Case:
+    from ...ops.modulated_conv2d import modulated_conv2d
+    from ...reference.modulated_conv2d import modulated_conv2d as reference_modulated_conv2d
+
+    def setup(device: torch.device, dtype: torch.dtype, quick: bool) -> tuple[torch.Tensor, ...]:
+        n, c, size = (2, 8, 8) if quick else (8, 64, 32)
+        x = torch.randn(n, c, size, size, device=device, dtype=dtype)
+        weight = torch.randn(c, c, 3, 3, device=device, dtype=dtype)
+        styles = torch.randn(n, c, device=device, dtype=dtype)
+        return x.requires_grad_(), weight.requires_grad_(), styles.requires_grad_(), fir_filter(TAPS, device=device)
+
+    return Case(
+        name=f"gan/{name}", family="modulate_weight", description=description, setup=setup,
+        reference=lambda x, w, s, f: reference_modulated_conv2d(x, w, s, True, up, 1, (1, 1), f, 1e-8),
+        fused=lambda x, w, s, f: modulated_conv2d(x, w, s, True, up, 1, 1, f),
+        tolerance=("modulated_conv2d", "forward"),
+    )
+
+
+def _image_setup(shape, quick_shape):
+    def setup(device: torch.device, dtype: torch.dtype, quick: bool) -> tuple[torch.Tensor, ...]:
+        return (torch.randn(*(quick_shape if quick else shape), device=device, dtype=dtype).requires_grad_(),)
+
+    return setup
+
+
+def _stylegan_layer_cases() -> tuple[Case, ...]:
+    from ...ops.minibatch_stddev import minibatch_stddev
+    from ...ops.pixel_norm import pixel_norm
+    from ...reference.minibatch_stddev import minibatch_stddev as reference_minibatch_stddev
+    from ...reference.pixel_norm import pixel_norm as reference_pixel_norm
+
+    return (
+        _modulated_conv_case("modulated_conv2d", 1, "StyleGAN2 3x3 modulated conv, 8x64x32x32, demodulated"),
+        _modulated_conv_case("modulated_conv2d_up2", 2, "the same with 2x FIR upsampling first (-> 64x64)"),
+        Case(name="gan/pixel_norm", family="pixel_norm", description="pixel norm over channels, 16x512x32x32",
+             setup=_image_setup((16, 512, 32, 32), (2, 8, 8, 8)), bandwidth_bound=True,
+             reference=lambda x: reference_pixel_norm(x, 1, 1e-8), fused=lambda x: pixel_norm(x, 1, 1e-8),
+             tolerance=("pixel_norm", "forward")),
+        Case(name="gan/minibatch_stddev", family="minibatch_stddev",
+             description="minibatch stddev (group 4, 1 channel), 16x256x16x16",
+             setup=_image_setup((16, 256, 16, 16), (4, 8, 4, 4)), bandwidth_bound=True,
+             reference=lambda x: reference_minibatch_stddev(x, 4, 1), fused=lambda x: minibatch_stddev(x, 4, 1),
+             tolerance=("minibatch_stddev", "forward")),
+    )
+
+
+CASES += _stylegan_layer_cases()

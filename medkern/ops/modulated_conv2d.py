@@ -1,0 +1,106 @@
+"""medkern.ops.modulated_conv2d: StyleGAN2's style-modulated convolution, with up/downsampling.
+
+The definition is medkern/reference/modulated_conv2d.py. Here the per-sample weight is made once,
+modulated and demodulated in one fused pass (``medkern.ops.modulate_weight``, whose backward
+recomputes it rather than saving a second copy), and all samples run as one grouped convolution;
+the FIR resampling runs on ``medkern.ops.upfirdn2d``. Every piece is differentiable to any order,
+so R1 and gradient penalties work through it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+from .._args import check_float_tensor
+from ..reference.modulated_conv2d import grouped_modulated_conv2d, resampled_conv2d
+from .modulate_weight import check_args as check_modulation
+from .modulate_weight import modulate_weight
+from .upfirdn2d import check_filter, fir_filter, upfirdn2d
+
+OP = "medkern.ops.modulated_conv2d"
+DEFAULT_TAPS = (1, 3, 3, 1)  # StyleGAN's binomial low-pass filter
+
+
+def _factor(op: str, value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{op}: {name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def conv_padding(op: str, padding) -> tuple[int, int]:
+    """An int or an (h, w) pair of ints >= 0, as (h, w) (conv2d's convention)."""
+    pair = tuple(padding) if isinstance(padding, (tuple, list)) else (padding, padding)
+    if len(pair) != 2 or any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in pair):
+        raise ValueError(f"{op}: padding must be an int >= 0 or an (h, w) pair of them, got {padding!r}")
+    return pair
+
+
+def resampling(op: str, x: torch.Tensor, up, down, padding, resample_filter) -> tuple[int, int, tuple, torch.Tensor]:
+    """Checks the resampling arguments; returns (up, down, padding (h, w), filter on x's device)."""
+    up, down, padding = _factor(op, up, "up"), _factor(op, down, "down"), conv_padding(op, padding)
+    if up > 1 and down > 1:
+        raise ValueError(f"{op}: up and down cannot both be > 1, got up={up}, down={down}")
+    if resample_filter is None:
+        resample_filter = fir_filter(DEFAULT_TAPS, device=x.device) if up > 1 or down > 1 else None
+    elif not isinstance(resample_filter, torch.Tensor):
+        resample_filter = fir_filter(resample_filter, device=x.device)
+    return up, down, padding, check_filter(op, resample_filter, x)
+
+
+def check_args(op, x, weight, styles, demodulate, up, down, padding, resample_filter, eps):
+    """Checks every argument; returns (up, down, padding, filter, eps) resolved."""
+    eps = check_modulation(op, weight, styles, demodulate, eps)
+    check_float_tensor(op, "x", x)
+    if weight.dim() != 4:
+        raise ValueError(f"{op}: weight must be 4-d (out_channels, in_channels, kh, kw), got shape {tuple(weight.shape)}")
+    if x.dim() != 4 or x.shape[1] != weight.shape[1] or x.shape[0] != styles.shape[0]:
+        raise ValueError(
+            f"{op}: x must be (N, in_channels, H, W) with N = styles.shape[0] = {styles.shape[0]} and "
+            f"in_channels = weight.shape[1] = {weight.shape[1]}, got shape {tuple(x.shape)}"
+        )
+    if x.dtype != weight.dtype or x.device != weight.device:
+        raise TypeError(f"{op}: x must have weight's dtype {weight.dtype} and device {weight.device}, "
+                        f"got {x.dtype} on {x.device}")
+    return (*resampling(op, x, up, down, padding, resample_filter), eps)
+
+
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    demodulate: bool = True,
+    up: int = 1,
+    down: int = 1,
+    padding: Union[int, Sequence[int]] = 0,
+    resample_filter: Optional[Union[torch.Tensor, Sequence[float]]] = None,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """Convolves each sample x[n] with weight modulated by styles[n] (and demodulated).
+
+    Args:
+        x: (N, I, H, W), float32/float64/float16/bfloat16.
+        weight: (O, I, kh, kw), x's dtype and device.
+        styles: (N, I), per-sample scales of the input channels.
+        demodulate: scale each sample's filters to unit norm (StyleGAN2).
+        up, down: resampling factor (at most one of them > 1), with ``resample_filter``
+            (taps or a filter tensor; default StyleGAN's [1, 3, 3, 1]).
+        padding: convolution padding, an int or (h, w).
+        eps: added to the squared filter norm when demodulating.
+
+    Returns (N, O, H', W'), see medkern/reference/modulated_conv2d.py for H' and W'.
+    """
+    up, down, padding, f, eps = check_args(OP, x, weight, styles, demodulate, up, down, padding,
+                                           resample_filter, eps)
+    w = modulate_weight(weight, styles, demodulate, eps)
+    return grouped_modulated_conv2d(x, w, f, up, down, padding, upfirdn2d)
+
+
+def conv2d_resample(x: torch.Tensor, weight: torch.Tensor, up: int = 1, down: int = 1,
+                    padding: Union[int, Sequence[int]] = 0, resample_filter=None, groups: int = 1) -> torch.Tensor:
+    """conv2d with modulated_conv2d's resampling, for an ordinary (shared) weight."""
+    op = "medkern.ops.conv2d_resample"
+    check_float_tensor(op, "x", x)
+    up, down, padding, f = resampling(op, x, up, down, padding, resample_filter)
+    return resampled_conv2d(x, weight, f, up, down, padding, groups, upfirdn2d)
