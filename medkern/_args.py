@@ -13,3 +13,20 @@ def check_float_tensor(op: str, name: str, value) -> None:
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
     if value.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{op}: {name} must be float32, float64, float16 or bfloat16, got {value.dtype}")
+
+
+def check_companion(op: str, name: str, t, like: torch.Tensor, like_name: str, allow_float32: bool = False) -> bool:
+    """An optional tensor that goes with ``like``: on its device, with its dtype (or float32 for a
+    float16/bfloat16 ``like`` if ``allow_float32``: parameters and states kept in the op-math type).
+    Returns whether t was given; its shape is the caller's to check."""
+    if t is None:
+        return False
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor or None, got {type(t).__name__}")
+    if t.device != like.device:
+        raise ValueError(f"{op}: {name} must be on {like.device} (the device of {like_name}), got {t.device}")
+    widened = allow_float32 and like.dtype in (torch.float16, torch.bfloat16)
+    if not (t.dtype == like.dtype or (widened and t.dtype == torch.float32)):
+        also = " or float32" if widened else ""
+        raise TypeError(f"{op}: {name} must have dtype {like.dtype} (that of {like_name}){also}, got {t.dtype}")
+    return True

@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 
 from .. import _extension, activations, backend
-from .._args import check_float_tensor
+from .._args import check_companion, check_float_tensor
 from ..reference.norm_act import KINDS, invertible
 from ..reference.norm_act import norm_act as reference_norm_act
 
@@ -42,19 +42,12 @@ MEMORY_SAVING_ACTS = ("linear", "lrelu")
 RECOVERY_MAX_SHIFT = 16.0
 
 
-def _check_channel_vector(name: str, t, x: torch.Tensor) -> None:
-    if t is None:
+def check_channel_vector(op: str, name: str, t, x: torch.Tensor) -> None:
+    """An optional per-channel vector (weight, bias, running statistics) of x: C elements."""
+    if not check_companion(op, name, t, x, "x", allow_float32=True):
         return
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{OP}: {name} must be a torch.Tensor or None, got {type(t).__name__}")
-    if t.device != x.device:
-        raise ValueError(f"{OP}: {name} must be on {x.device} (the device of x), got {t.device}")
-    half_x = x.dtype in (torch.float16, torch.bfloat16)
-    if not (t.dtype == x.dtype or (half_x and t.dtype == torch.float32)):
-        also = " or float32" if half_x else ""
-        raise TypeError(f"{OP}: {name} must have dtype {x.dtype} (that of x){also}, got {t.dtype}")
     if t.dim() != 1 or t.shape[0] != x.shape[1]:
-        raise ValueError(f"{OP}: {name} must be 1-d with x.shape[1] = {x.shape[1]} elements, got shape {tuple(t.shape)}")
+        raise ValueError(f"{op}: {name} must be 1-d with x.shape[1] = {x.shape[1]} elements, got shape {tuple(t.shape)}")
 
 
 def _real(value, name: str) -> float:
@@ -71,7 +64,7 @@ def check_args(x, kind, weight, bias, running_mean, running_var, training, momen
     if kind not in KINDS:
         raise ValueError(f"{OP}: unknown kind={kind!r}; expected one of {', '.join(KINDS)}")
     for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)):
-        _check_channel_vector(name, t, x)
+        check_channel_vector(OP, name, t, x)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{OP}: running_mean and running_var must be given together")
     if kind == "group":

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _extension, backend
-from .._args import check_float_tensor
+from .._args import check_companion, check_float_tensor
 from ..reference import rnn as reference
 from ..reference.rnn import CELLS, GATES, opmath_dtype
 
@@ -44,16 +44,8 @@ def work_width(cell: str, hidden: int, norm_h: bool, norm_c: bool) -> int:
 
 
 def _check_tensor(name: str, t, like: torch.Tensor, shape: Sequence[int], allow_opmath: bool = False) -> None:
-    if t is None:
+    if not check_companion(OP, name, t, like, "xproj", allow_float32=allow_opmath):
         return
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{OP}: {name} must be a torch.Tensor or None, got {type(t).__name__}")
-    if t.device != like.device:
-        raise ValueError(f"{OP}: {name} must be on {like.device} (the device of xproj), got {t.device}")
-    acc = opmath_dtype(like.dtype)
-    if not (t.dtype == like.dtype or (allow_opmath and t.dtype == acc)):
-        also = f" or {acc}" if allow_opmath and acc != like.dtype else ""
-        raise TypeError(f"{OP}: {name} must have dtype {like.dtype} (that of xproj){also}, got {t.dtype}")
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{OP}: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
 

@@ -35,7 +35,7 @@ from torch._subclasses.fake_tensor import is_fake
 
 from .. import activations
 from .._args import check_float_tensor
-from ..ops.norm_act import register_autograd
+from ..ops.norm_act import check_channel_vector, register_autograd
 from ..reference.norm_act import KINDS
 from .activations import (
     RECOVERABLE_FROM_OUTPUT,
@@ -298,20 +298,6 @@ class _Plan:
         return values.reshape(n, self.groups, 1).expand(n, self.groups, c // self.groups).reshape(n, c)
 
 
-def _check_channel_vector(op: str, arg: str, t: Optional[torch.Tensor], x: torch.Tensor) -> None:
-    if t is None:
-        return
-    if t.device != x.device:
-        raise ValueError(f"{op}: {arg} must be on {x.device} (the device of x), got {t.device}")
-    check_float_tensor(op, arg, t)
-    half_x = x.dtype in (torch.float16, torch.bfloat16)
-    if not (t.dtype == x.dtype or (half_x and t.dtype == torch.float32)):
-        also = " or float32" if half_x else ""
-        raise TypeError(f"{op}: {arg} must have dtype {x.dtype} (that of x){also}, got {t.dtype}")
-    if t.dim() != 1 or t.shape[0] != x.shape[1]:
-        raise ValueError(f"{op}: {arg} must be 1-d with x.shape[1] = {x.shape[1]} elements, got shape {list(t.shape)}")
-
-
 def _check_args(op, x, kind, weight, bias, batch_stats, eps, act, alpha, num_groups, from_output, from_output_arg):
     """Checks what both ops take, as check_args of csrc/norm_act_op.cpp; returns (act, groups)."""
     check_float_tensor(op, "x", x)
@@ -319,8 +305,8 @@ def _check_args(op, x, kind, weight, bias, batch_stats, eps, act, alpha, num_gro
         raise ValueError(f"{op}: x must be (N, C, *spatial) with at least 2 dims, got {x.dim()} dims")
     if kind not in KINDS:
         raise ValueError(f"{op}: unknown kind={kind!r}; expected one of {', '.join(KINDS)}")
-    _check_channel_vector(op, "weight", weight, x)
-    _check_channel_vector(op, "bias", bias, x)
+    check_channel_vector(op, "weight", weight, x)
+    check_channel_vector(op, "bias", bias, x)
     if not (eps >= 0 and eps != float("inf")):
         raise ValueError(f"{op}: eps must be finite and >= 0, got {eps}")
     if not abs(alpha) < float("inf"):
@@ -444,8 +430,8 @@ def triton_norm_act(x, kind, weight, bias, running_mean, running_var, batch_stat
                               keep_output, "keep_output")
     if not batch_stats and (running_mean is None or running_var is None):
         raise ValueError(f"{op}: running_mean and running_var are required when batch_stats is false")
-    _check_channel_vector(op, "running_mean", running_mean, x)
-    _check_channel_vector(op, "running_var", running_var, x)
+    check_channel_vector(op, "running_mean", running_mean, x)
+    check_channel_vector(op, "running_var", running_var, x)
     x, plan = _arrange(x, kind, act, groups)
     acc = _opmath(x.dtype)
     if batch_stats:
