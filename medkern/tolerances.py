@@ -218,6 +218,25 @@ TOLERANCES = {
         torch.float16: (4e-3, 4e-3),
         torch.bfloat16: (3.2e-2, 3.2e-2),
     },
+    # modulate_weight (tests/test_modulate_weight.py) against the reference: MEASURED
+    ("modulate_weight", "forward"): {
+        torch.float64: (1e-12, 1e-14),
+        torch.float32: (1.3e-6, 1e-6),
+        torch.float16: (1e-3, 1e-5),
+        torch.bfloat16: (1.6e-2, 1e-5),
+    },
+    ("modulate_weight", "grad"): {
+        torch.float64: (1e-12, 1e-13),
+        torch.float32: (1e-5, 2e-6),
+        torch.float16: (2e-3, 1e-4),
+        torch.bfloat16: (1.6e-2, 1e-3),
+    },
+    ("modulate_weight", "grad2"): {
+        torch.float64: (1e-11, 1e-11),
+        torch.float32: (1e-5, 1e-5),
+        torch.float16: (4e-3, 4e-3),
+        torch.bfloat16: (3.2e-2, 3.2e-2),
+    },
 }
 
 
