@@ -239,7 +239,8 @@ def test_cpp_op_checks_its_arguments(call, error, message):
 def test_cpp_backward_op_checks_grad():
     weight, styles = torch.randn(4, 3, 2), torch.randn(2, 3)
     op = torch.ops.medkern.modulate_weight_backward
-    with pytest.raises(ValueError, match=r"medkern::modulate_weight_backward: grad must have shape \(N, \*weight.shape\)"):
+    shape_message = r"medkern::modulate_weight_backward: grad must have shape \(N, \*weight.shape\)"
+    with pytest.raises(ValueError, match=shape_message):
         op(torch.randn(2, 4, 3), weight, styles, True, EPS)
     with pytest.raises(TypeError, match="medkern::modulate_weight_backward: grad must have dtype"):
         op(torch.randn(2, 4, 3, 2).double(), weight, styles, True, EPS)

@@ -31,7 +31,10 @@ namespace {
 
 constexpr int64_t kTaskElements = 1 << 15;  // elements a thread takes at least
 
-int64_t grain(int64_t elements_per_unit) { return std::max<int64_t>(1, kTaskElements / std::max<int64_t>(1, elements_per_unit)); }
+// Units (rows, or whole passes over one index) a thread takes at least.
+int64_t grain(int64_t elements_per_unit) {
+  return std::max<int64_t>(1, kTaskElements / std::max<int64_t>(1, elements_per_unit));
+}
 
 // t as U: t itself when it is U, else a converted copy.
 template <typename U, typename scalar_t>

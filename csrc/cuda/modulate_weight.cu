@@ -24,7 +24,8 @@ namespace {
 template <typename scalar_t>
 __global__ void rows_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ weight,
                             const scalar_t* __restrict__ styles, scalar_t* __restrict__ out,
-                            at::opmath_type<scalar_t>* __restrict__ d_out, at::opmath_type<scalar_t>* __restrict__ dot_out,
+                            at::opmath_type<scalar_t>* __restrict__ d_out,
+                            at::opmath_type<scalar_t>* __restrict__ dot_out,
                             ModulateWeightShape s, bool demodulate, at::opmath_type<scalar_t> eps) {
   using U = at::opmath_type<scalar_t>;
   __shared__ U shared[kWarps];
@@ -64,9 +65,10 @@ __device__ at::opmath_type<scalar_t> du_at(const scalar_t* grad, const scalar_t*
 
 template <typename scalar_t>
 __global__ void grad_weight_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ weight,
-                                   const scalar_t* __restrict__ styles, const at::opmath_type<scalar_t>* __restrict__ d,
-                                   const at::opmath_type<scalar_t>* __restrict__ dot, scalar_t* __restrict__ grad_weight,
-                                   ModulateWeightShape s, bool demodulate) {
+                                   const scalar_t* __restrict__ styles,
+                                   const at::opmath_type<scalar_t>* __restrict__ d,
+                                   const at::opmath_type<scalar_t>* __restrict__ dot,
+                                   scalar_t* __restrict__ grad_weight, ModulateWeightShape s, bool demodulate) {
   using U = at::opmath_type<scalar_t>;
   const int64_t r = s.row(), total = s.o * r;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
@@ -74,7 +76,8 @@ __global__ void grad_weight_kernel(const scalar_t* __restrict__ grad, const scal
     const int64_t o = e / r, j = e % r;
     U acc(0);
     for (int64_t n = 0; n < s.n; ++n) {
-      acc += du_at(grad, weight, styles, d, dot, s, demodulate, n, o, j) * static_cast<U>(styles[n * s.i + j / s.k]);
+      const U style = static_cast<U>(styles[n * s.i + j / s.k]);
+      acc += du_at(grad, weight, styles, d, dot, s, demodulate, n, o, j) * style;
     }
     grad_weight[e] = static_cast<scalar_t>(acc);
   }
@@ -82,9 +85,10 @@ __global__ void grad_weight_kernel(const scalar_t* __restrict__ grad, const scal
 
 template <typename scalar_t>
 __global__ void grad_styles_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ weight,
-                                   const scalar_t* __restrict__ styles, const at::opmath_type<scalar_t>* __restrict__ d,
-                                   const at::opmath_type<scalar_t>* __restrict__ dot, scalar_t* __restrict__ grad_styles,
-                                   ModulateWeightShape s, bool demodulate) {
+                                   const scalar_t* __restrict__ styles,
+                                   const at::opmath_type<scalar_t>* __restrict__ d,
+                                   const at::opmath_type<scalar_t>* __restrict__ dot,
+                                   scalar_t* __restrict__ grad_styles, ModulateWeightShape s, bool demodulate) {
   using U = at::opmath_type<scalar_t>;
   const int64_t total = s.n * s.i, r = s.row();
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
@@ -103,9 +107,11 @@ __global__ void grad_styles_kernel(const scalar_t* __restrict__ grad, const scal
   }
 }
 
+// Blocks for a grid-stride loop over `elements`.
 unsigned element_blocks(int64_t elements) {
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((elements + kThreads - 1) / kThreads, int64_t(sms) * 32)));
+  const int64_t needed = (elements + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(needed, int64_t(sms) * 32)));
 }
 
 at::Tensor modulate_weight_cuda(const at::Tensor& weight, const at::Tensor& styles, bool demodulate, double eps) {
@@ -115,7 +121,8 @@ at::Tensor modulate_weight_cuda(const at::Tensor& weight, const at::Tensor& styl
           double e) {
         const c10::cuda::CUDAGuard guard(w.device());
         const auto stream = at::cuda::getCurrentCUDAStream();
-        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "medkern::modulate_weight_cuda", [&] {
+        const auto dtype = w.scalar_type();
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "medkern::modulate_weight_cuda", [&] {
           using U = at::opmath_type<scalar_t>;
           rows_kernel<scalar_t><<<static_cast<unsigned>(s.n * s.o), kThreads, 0, stream>>>(
               nullptr, w.const_data_ptr<scalar_t>(), st.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
@@ -137,7 +144,8 @@ std::tuple<at::Tensor, at::Tensor> modulate_weight_backward_cuda(const at::Tenso
         const auto opmath = w.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
         at::Tensor d = at::empty({s.n * s.o}, w.options().dtype(opmath));
         at::Tensor dot = at::empty_like(d);
-        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "medkern::modulate_weight_backward_cuda", [&] {
+        const auto dtype = w.scalar_type();
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "medkern::modulate_weight_backward_cuda", [&] {
           using U = at::opmath_type<scalar_t>;
           const scalar_t* gp = g.const_data_ptr<scalar_t>();
           const scalar_t* wp = w.const_data_ptr<scalar_t>();
