@@ -146,7 +146,7 @@ def test_r1_penalty(target):
 # --- torch.compile, opcheck -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", ["cpu"])  # (the reference path compiles as plain torch ops)
 def test_torch_compile_fullgraph_forward_and_backward(backend):
     def block(w, s):
         return medkern.ops.modulate_weight(w * 2.0, s, True, 1e-8).square().mean()
