@@ -69,6 +69,15 @@ TORCH_LIBRARY(medkern, m) {
   m.def("minibatch_stddev(Tensor x, int group_size, int num_channels) -> Tensor");
   // gx (N, C, H, W) from grad (N, C + num_channels, H, W).
   m.def("minibatch_stddev_backward(Tensor grad, Tensor x, int group_size, int num_channels) -> Tensor");
+
+  // StyleGAN2's per-sample convolution weight: weight (O, I, *k) times styles (N, I) along I,
+  // each (n, o) filter scaled to unit norm if demodulate; (N, O, I, *k), contiguous
+  // (medkern/reference/modulate_weight.py).
+  m.def("modulate_weight(Tensor weight, Tensor styles, bool demodulate, float eps) -> Tensor");
+  // (grad_weight, grad_styles) from grad (N, O, I, *k); the demodulation recomputed, not saved.
+  m.def(
+      "modulate_weight_backward(Tensor grad, Tensor weight, Tensor styles, bool demodulate, float eps) "
+      "-> (Tensor, Tensor)");
 }
 
 PyMODINIT_FUNC PyInit__C(void) {

@@ -16,6 +16,7 @@ import torch
 from . import activations, backend, tolerances
 from .testing import bias_act as bias_act_testing
 from .testing import minibatch_stddev as minibatch_stddev_testing
+from .testing import modulate_weight as modulate_weight_testing
 from .testing import norm_act as norm_act_testing
 from .testing import pixel_norm as pixel_norm_testing
 from .testing import rnn as rnn_testing
@@ -179,6 +180,21 @@ def check_minibatch_stddev(device: str, backend_name: str, dtypes=DTYPES) -> lis
     return results
 
 
+def check_modulate_weight(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
+    results = []
+    for dtype, case in itertools.product(dtypes, modulate_weight_testing.CASES):
+
+        def outputs():
+            weight, styles = modulate_weight_testing.make_inputs(case, dtype, device)
+            got = modulate_weight_testing.run(backend_name, case, weight, styles)
+            want = modulate_weight_testing.oracle(case, weight, styles)
+            return modulate_weight_testing.worst(got, want, dtype)
+
+        results += _judged(dict(op="modulate_weight", device=device, backend=backend_name,
+                                dtype=_dtype_name(dtype), case=case.id), outputs)
+    return results
+
+
 # The ops ``medkern check`` covers, by op name (as medkern.backend knows them).
 CHECKS: dict[str, Callable[..., list[Result]]] = {
     "bias_act": check_bias_act,
@@ -187,6 +203,7 @@ CHECKS: dict[str, Callable[..., list[Result]]] = {
     "upfirdn2d": check_upfirdn2d,
     "pixel_norm": check_pixel_norm,
     "minibatch_stddev": check_minibatch_stddev,
+    "modulate_weight": check_modulate_weight,
 }
 
 

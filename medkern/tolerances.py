@@ -234,6 +234,34 @@ TOLERANCES = {
         torch.float16: (4e-3, 4e-3),
         torch.bfloat16: (3.2e-2, 3.2e-2),
     },
+    # modulate_weight (tests/test_modulate_weight.py) against the reference: per (n, o) row one
+    # sum of u^2 (and of g * u) in another order than torch's; gW sums over n, gs over (o, k).
+    # float16/bfloat16 are computed in float32 and rounded once (forward: within one ulp of the
+    # rounded oracle). Worst needed atol at rtol 0 (against max(1, largest value)) over 4 seeds
+    # of every case of medkern/testing/modulate_weight.py, cpu and triton-interpreter backends:
+    #   forward float64 2.2e-16, float32 1.2e-7, float16 0 (medkern check: one ulp), bfloat16 7.5e-3 (one ulp)
+    #   grad    float64 5.6e-16, float32 3.0e-7, float16 1.4e-5, bfloat16 7.2e-3 (one ulp)
+    #   grad2   0 in every dtype (through the reference on top of the kernel)
+    # The entries are pixel_norm's: 5x or more of that for float64/float32/float16, and for
+    # bfloat16 its rtol 2**-6, two ulps.
+    ("modulate_weight", "forward"): {
+        torch.float64: (1e-12, 1e-14),
+        torch.float32: (1.3e-6, 1e-6),
+        torch.float16: (1e-3, 1e-5),
+        torch.bfloat16: (1.6e-2, 1e-5),
+    },
+    ("modulate_weight", "grad"): {
+        torch.float64: (1e-12, 1e-13),
+        torch.float32: (1e-5, 2e-6),
+        torch.float16: (2e-3, 1e-4),
+        torch.bfloat16: (1.6e-2, 1e-3),
+    },
+    ("modulate_weight", "grad2"): {
+        torch.float64: (1e-11, 1e-11),
+        torch.float32: (1e-5, 1e-5),
+        torch.float16: (4e-3, 4e-3),
+        torch.bfloat16: (3.2e-2, 3.2e-2),
+    },
 }
 
 

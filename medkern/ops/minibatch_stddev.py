@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import torch
 
-from .. import _extension, backend
+from .. import backend
 from .._args import check_float_tensor
-from ..reference._double_backward import backward_of_backward
 from ..reference.minibatch_stddev import memory_format
 from ..reference.minibatch_stddev import minibatch_stddev as reference_minibatch_stddev
+from . import _fused_autograd
 
 OP = "medkern.ops.minibatch_stddev"
 
@@ -68,48 +68,14 @@ def minibatch_stddev(x: torch.Tensor, group_size: int = 4, num_channels: int = 1
     backend.check_traceable(OP, chosen, x.device)
     if chosen == "reference":
         return reference_minibatch_stddev(x, group_size, num_channels)
-    forward, _ = _kernel_ops(chosen)
+    forward, _ = _fused_autograd.kernel_ops("minibatch_stddev", chosen)
     return forward(x, group_size, num_channels)
-
-
-def _kernel_ops(chosen: str):
-    """(forward op, backward op) of a kernel backend."""
-    if chosen == "triton":
-        from ..triton import minibatch_stddev as triton_minibatch_stddev
-
-        return triton_minibatch_stddev.forward_op(), triton_minibatch_stddev.backward_op()
-    return torch.ops.medkern.minibatch_stddev.default, torch.ops.medkern.minibatch_stddev_backward.default
 
 
 def register_autograd(forward_name: str, backward_name: str) -> None:
     """Makes op ``forward_name`` differentiable through ``backward_name``, and that op through the
-    reference. Names are ``"medkern::op"``; the ops must be defined already."""
-    backward_op = getattr(torch.ops.medkern, backward_name.split("::")[1]).default
-
-    def setup_forward(ctx, inputs, output):
-        x, group_size, num_channels = inputs
-        ctx.save_for_backward(x)
-        ctx.options = (group_size, num_channels)
-
-    def forward_backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return backward_op(grad, x, *ctx.options), None, None
-
-    def setup_backward(ctx, inputs, output):
-        grad, x, group_size, num_channels = inputs
-        ctx.save_for_backward(grad, x)
-        ctx.options = (group_size, num_channels)
-
-    def backward_backward(ctx, upstream):
-        grad, x = ctx.saved_tensors
-        if upstream is None:
-            return None, None, None, None
-        d_grad, d_x = backward_of_backward(lambda t: reference_minibatch_stddev(t, *ctx.options), grad, x, upstream)
-        need_grad, need_x = ctx.needs_input_grad[:2]
-        return (d_grad if need_grad else None), (d_x if need_x else None), None, None
-
-    torch.library.register_autograd(forward_name, forward_backward, setup_context=setup_forward)
-    torch.library.register_autograd(backward_name, backward_backward, setup_context=setup_backward)
+    reference (medkern/ops/_fused_autograd.py)."""
+    _fused_autograd.register_autograd(forward_name, backward_name, reference_minibatch_stddev)
 
 
 def fake_forward(x, group_size, num_channels):
@@ -121,13 +87,5 @@ def fake_backward(grad, x, group_size, num_channels):
     return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
 
 
-def _register_compiled_ops() -> None:
-    """Autograd and fake kernels for the C++ ops, only if _C defined them (never on a missing op)."""
-    if not _extension.loaded() or not hasattr(torch.ops.medkern, "minibatch_stddev"):  # (an older _C lacks the op)
-        return
-    torch.library.register_fake("medkern::minibatch_stddev")(fake_forward)
-    torch.library.register_fake("medkern::minibatch_stddev_backward")(fake_backward)
-    register_autograd("medkern::minibatch_stddev", "medkern::minibatch_stddev_backward")
-
-
-_register_compiled_ops()
+_fused_autograd.register_compiled_ops("minibatch_stddev", fake_forward, fake_backward,
+                                      reference_minibatch_stddev)

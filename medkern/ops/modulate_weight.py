@@ -4,6 +4,12 @@
 
 (d = 1 without demodulation; the definition and its gradient are medkern/reference/modulate_weight.py).
 This is the weight of modulated_conv2d's grouped convolution, written once.
+
+The backend (medkern.backend) picks the implementation: the C++ op ``medkern::modulate_weight``
+(CPU and CUDA kernels), the Triton op ``medkern::triton_modulate_weight``, or the reference. The
+gradient is the fused ``modulate_weight_backward(grad, weight, styles)`` (d recomputed, only
+weight and styles saved), whose own derivative (second order, for R1 penalties) runs through the
+reference (medkern/ops/_fused_autograd.py). Outputs are contiguous.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import torch
 from .. import backend
 from .._args import check_float_tensor
 from ..reference.modulate_weight import modulate_weight as reference_modulate_weight
+from . import _fused_autograd
 from .pixel_norm import check_eps
 
 OP = "medkern.ops.modulate_weight"
@@ -53,4 +60,25 @@ def modulate_weight(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool
     eps = check_args(OP, weight, styles, demodulate, eps)
     chosen = backend.select("modulate_weight", weight.device)
     backend.check_traceable(OP, chosen, weight.device)
-    return reference_modulate_weight(weight, styles, demodulate, eps)
+    if chosen == "reference":
+        return reference_modulate_weight(weight, styles, demodulate, eps)
+    forward, _ = _fused_autograd.kernel_ops("modulate_weight", chosen)
+    return forward(weight, styles, demodulate, eps)
+
+
+def register_autograd(forward_name: str, backward_name: str) -> None:
+    """Makes op ``forward_name`` differentiable in weight and styles through ``backward_name``, and
+    that op through the reference (medkern/ops/_fused_autograd.py)."""
+    _fused_autograd.register_autograd(forward_name, backward_name, reference_modulate_weight, num_tensors=2)
+
+
+def fake_forward(weight, styles, demodulate, eps):
+    return weight.new_empty((styles.shape[0], *weight.shape))  # contiguous, as the kernels allocate it
+
+
+def fake_backward(grad, weight, styles, demodulate, eps):
+    return weight.new_empty(weight.shape), styles.new_empty(styles.shape)
+
+
+_fused_autograd.register_compiled_ops("modulate_weight", fake_forward, fake_backward, reference_modulate_weight,
+                                      num_tensors=2)

@@ -16,9 +16,9 @@ import math
 
 import torch
 
-from .. import _extension, backend
-from ..reference._double_backward import backward_of_backward
+from .. import backend
 from ..reference.pixel_norm import pixel_norm as reference_pixel_norm
+from . import _fused_autograd
 from .bias_act import check_tensors
 
 OP = "medkern.ops.pixel_norm"
@@ -55,49 +55,18 @@ def pixel_norm(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor
     backend.check_traceable(OP, chosen, x.device)
     if chosen == "reference":
         return reference_pixel_norm(x, dim, eps)
-    forward, _ = _kernel_ops(chosen)
+    forward, _ = _fused_autograd.kernel_ops("pixel_norm", chosen)
     return forward(x, dim, eps)
 
 
-def _kernel_ops(chosen: str):
-    """(forward op, backward op) of a kernel backend."""
-    if chosen == "triton":
-        from ..triton import pixel_norm as triton_pixel_norm
-
-        return triton_pixel_norm.forward_op(), triton_pixel_norm.backward_op()
-    return torch.ops.medkern.pixel_norm.default, torch.ops.medkern.pixel_norm_backward.default
+def _reference(x, dim, eps):
+    return reference_pixel_norm(x, dim % x.dim(), eps)  # direct op callers may pass a negative dim
 
 
 def register_autograd(forward_name: str, backward_name: str) -> None:
     """Makes op ``forward_name`` differentiable through ``backward_name``, and that op through the
-    reference. Names are ``"medkern::op"``; the ops must be defined already."""
-    backward_op = getattr(torch.ops.medkern, backward_name.split("::")[1]).default
-
-    def setup_forward(ctx, inputs, output):
-        x, dim, eps = inputs
-        ctx.save_for_backward(x)
-        ctx.dim, ctx.eps = dim, eps
-
-    def forward_backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return backward_op(grad, x, ctx.dim, ctx.eps), None, None
-
-    def setup_backward(ctx, inputs, output):
-        grad, x, dim, eps = inputs
-        ctx.save_for_backward(grad, x)
-        ctx.dim, ctx.eps = dim, eps
-
-    def backward_backward(ctx, upstream):
-        grad, x = ctx.saved_tensors
-        if upstream is None:
-            return None, None, None, None
-        dim = ctx.dim % x.dim()  # direct op callers may pass a negative dim
-        d_grad, d_x = backward_of_backward(lambda t: reference_pixel_norm(t, dim, ctx.eps), grad, x, upstream)
-        need_grad, need_x = ctx.needs_input_grad[:2]
-        return (d_grad if need_grad else None), (d_x if need_x else None), None, None
-
-    torch.library.register_autograd(forward_name, forward_backward, setup_context=setup_forward)
-    torch.library.register_autograd(backward_name, backward_backward, setup_context=setup_backward)
+    reference (medkern/ops/_fused_autograd.py)."""
+    _fused_autograd.register_autograd(forward_name, backward_name, _reference)
 
 
 def fake_forward(x, dim, eps):
@@ -108,13 +77,4 @@ def fake_backward(grad, x, dim, eps):
     return torch.empty_like(x)
 
 
-def _register_compiled_ops() -> None:
-    """Autograd and fake kernels for the C++ ops, only if _C defined them (never on a missing op)."""
-    if not _extension.loaded() or not hasattr(torch.ops.medkern, "pixel_norm"):  # (an older _C lacks the op)
-        return
-    torch.library.register_fake("medkern::pixel_norm")(fake_forward)
-    torch.library.register_fake("medkern::pixel_norm_backward")(fake_backward)
-    register_autograd("medkern::pixel_norm", "medkern::pixel_norm_backward")
-
-
-_register_compiled_ops()
+_fused_autograd.register_compiled_ops("pixel_norm", fake_forward, fake_backward, _reference)

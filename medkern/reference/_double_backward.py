@@ -1,28 +1,47 @@
 """The derivative of a kernel op's backward, computed through the reference.
 
-An op's backward ``gx = J(x)^T grad`` is differentiated here (for second-order gradients, e.g.
-GAN R1 penalties) with torch.func over the reference forward: exact partial derivatives in grad
-and x, and themselves differentiable by autograd (third and higher orders).
+An op's backward ``(gx1, gx2, ...) = J(x1, x2, ...)^T grad`` is differentiated here (for
+second-order gradients, e.g. GAN R1 penalties) with torch.func over the reference forward: exact
+partial derivatives in grad and every primal, and themselves differentiable by autograd (third
+and higher orders).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence, Union
 
 import torch
 
+Tensors = Union[torch.Tensor, Sequence[torch.Tensor]]
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
-def backward_of_backward(forward: Callable[[torch.Tensor], torch.Tensor], grad: torch.Tensor, x: torch.Tensor,
-                         upstream: torch.Tensor):
-    """(d_grad, d_x): the gradient of <J(x)^T grad, upstream> w.r.t. grad and x, J the Jacobian of
-    ``forward`` (a reference) at x. float16 and bfloat16 are computed in float32, as the kernels do."""
-    if x.dtype in (torch.float16, torch.bfloat16):
-        d_grad, d_x = backward_of_backward(forward, grad.float(), x.float(), upstream.float())
-        return d_grad.to(grad.dtype), d_x.to(x.dtype)
 
-    def backward(g, xx):
-        _, pullback = torch.func.vjp(forward, xx)
-        return pullback(g)[0]
+def backward_of_backward(forward: Callable[..., torch.Tensor], grad: torch.Tensor, x: Tensors, upstream):
+    """(d_grad, d_x): the gradient of sum_j <(J^T grad)_j, upstream_j> w.r.t. grad and the primals,
+    J the Jacobian of ``forward`` (a reference, called as ``forward(*x)``) at x.
 
-    _, pullback = torch.func.vjp(backward, grad, x)
-    return pullback(upstream.to(x.dtype))
+    ``x`` is one tensor or a tuple of primals; ``upstream`` and the returned d_x have the same
+    structure (an upstream may be None: zero). float16 and bfloat16 are computed in float32, as
+    the kernels do."""
+    single = isinstance(x, torch.Tensor)
+    primals = (x,) if single else tuple(x)
+    upstreams = (upstream,) if single else tuple(upstream)
+    d_grad, d_primals = _backward_of_backward(forward, grad, primals, upstreams)
+    return d_grad, (d_primals[0] if single else d_primals)
+
+
+def _backward_of_backward(forward, grad, primals, upstreams):
+    if any(p.dtype in HALF_DTYPES for p in primals):
+        d_grad, d_primals = _backward_of_backward(
+            forward, grad.float(), tuple(p.float() for p in primals),
+            tuple(None if u is None else u.float() for u in upstreams))
+        return d_grad.to(grad.dtype), tuple(d.to(p.dtype) for d, p in zip(d_primals, primals))
+
+    def backward(g, *xs):
+        _, pullback = torch.func.vjp(forward, *xs)
+        return pullback(g)
+
+    upstreams = tuple(torch.zeros_like(p) if u is None else u.to(p.dtype) for u, p in zip(upstreams, primals))
+    _, pullback = torch.func.vjp(backward, grad, *primals)
+    d_grad, *d_primals = pullback(upstreams)
+    return d_grad, tuple(d_primals)
