@@ -7,6 +7,7 @@ new machine or GPU: a non-zero exit means a kernel disagrees with the reference 
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
@@ -69,25 +70,38 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def check_bias_act(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
-    layouts = [layout for layout in bias_act_testing.LAYOUTS if layout.name in LAYOUT_NAMES]
+def _check_cases(op: str, device: str, backend_name: str, dtypes, cases, case_name: Callable[[object], str],
+                 outputs: Callable[..., list]) -> list[Result]:
+    """One op's Results: ``outputs(case, dtype, device, backend_name)`` judged for every dtype and case."""
     results = []
-    for dtype, act, layout in itertools.product(dtypes, activations.NAMES, layouts):
-        variant = layouts.index(layout) % 2
-        alpha, gain, clamp = bias_act_testing.options_for(act, variant)
-        case = f"{act} {layout.name}" + (" alpha/gain/clamp" if variant else "")
-
-        def outputs():
-            x, b = bias_act_testing.make_inputs(layout, dtype, device, act, alpha, gain, clamp)
-            got = bias_act_testing.run(backend_name, x, b, layout.dim, act, alpha, gain, clamp)
-            want = bias_act_testing.oracle(x, b, layout.dim, act, alpha, gain, clamp)
-            return [(name, tolerances.within(actual.cpu(), bias_act_testing.rounded(expected, dtype), "bias_act",
-                                             kind, dtype)[0])
-                    for (name, kind), actual, expected in zip(bias_act_testing.OUTPUTS, got, want)]
-
-        results += _judged(dict(op="bias_act", device=device, backend=backend_name, dtype=_dtype_name(dtype),
-                                case=case), outputs)
+    for dtype, case in itertools.product(dtypes, cases):
+        results += _judged(dict(op=op, device=device, backend=backend_name, dtype=_dtype_name(dtype),
+                                case=case_name(case)), functools.partial(outputs, case, dtype, device, backend_name))
     return results
+
+
+# bias_act: every activation in each layout, every other layout with alpha, gain and clamp set
+BIAS_ACT_CASES = [
+    (act, layout, index % 2)
+    for act in activations.NAMES
+    for index, layout in enumerate(layout for layout in bias_act_testing.LAYOUTS if layout.name in LAYOUT_NAMES)
+]
+
+
+def _bias_act_outputs(case, dtype, device, backend_name):
+    act, layout, variant = case
+    alpha, gain, clamp = bias_act_testing.options_for(act, variant)
+    x, b = bias_act_testing.make_inputs(layout, dtype, device, act, alpha, gain, clamp)
+    got = bias_act_testing.run(backend_name, x, b, layout.dim, act, alpha, gain, clamp)
+    want = bias_act_testing.oracle(x, b, layout.dim, act, alpha, gain, clamp)
+    return [(name, tolerances.within(actual.cpu(), bias_act_testing.rounded(expected, dtype), "bias_act", kind,
+                                     dtype)[0])
+            for (name, kind), actual, expected in zip(bias_act_testing.OUTPUTS, got, want)]
+
+
+def _bias_act_name(case) -> str:
+    act, layout, variant = case
+    return f"{act} {layout.name}" + (" alpha/gain/clamp" if variant else "")
 
 
 # norm_act: each kind in both layouts, with an activation of each saving mode (y kept: lrelu;
@@ -101,109 +115,71 @@ NORM_ACT_CASES = [
 ] + [(norm_act_testing.Case("nchw", (2, 6, 3, 4), "batch"), norm_act_testing.Options("relu", training=False))]
 
 
-def check_norm_act(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
-    results = []
-    for dtype, (case, options) in itertools.product(dtypes, NORM_ACT_CASES):
-
-        def outputs():
-            inputs = norm_act_testing.make_inputs(case, dtype, device, options)
-            got = norm_act_testing.run(backend_name, case, inputs, options)
-            want = norm_act_testing.oracle(case, inputs, options)
-            return norm_act_testing.worst(got, want, inputs)
-
-        results += _judged(dict(op="norm_act", device=device, backend=backend_name, dtype=_dtype_name(dtype),
-                                case=f"{case.id} {options.id}"), outputs)
-    return results
+def _norm_act_outputs(case, dtype, device, backend_name):
+    case, options = case
+    inputs = norm_act_testing.make_inputs(case, dtype, device, options)
+    got = norm_act_testing.run(backend_name, case, inputs, options)
+    return norm_act_testing.worst(got, norm_act_testing.oracle(case, inputs, options), inputs)
 
 
-def check_rnn(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
-    results = []
-    for dtype, case in itertools.product(dtypes, rnn_testing.CASES):
-
-        def outputs():
-            inputs = rnn_testing.make_inputs(case, dtype, device)
-            with backend.use_backend(backend_name):
-                got = rnn_testing.outputs_and_grads(case, inputs)
-            cpu_inputs = {k: (tuple(t.cpu() for t in v) if isinstance(v, tuple) else v.cpu() if v is not None else None)
-                          for k, v in inputs.items()}
-            want = rnn_testing.oracle(case, cpu_inputs, dtype)
-            return rnn_testing.worst(got, want, dtype)
-
-        results += _judged(dict(op="rnn_sequence", device=device, backend=backend_name, dtype=_dtype_name(dtype),
-                                case=case.id), outputs)
-    return results
+def _rnn_outputs(case, dtype, device, backend_name):
+    inputs = rnn_testing.make_inputs(case, dtype, device)
+    with backend.use_backend(backend_name):
+        got = rnn_testing.outputs_and_grads(case, inputs)
+    cpu_inputs = {k: (tuple(t.cpu() for t in v) if isinstance(v, tuple) else v.cpu() if v is not None else None)
+                  for k, v in inputs.items()}
+    return rnn_testing.worst(got, rnn_testing.oracle(case, cpu_inputs, dtype), dtype)
 
 
-def check_upfirdn2d(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
-    results = []
-    for dtype, case in itertools.product(dtypes, upfirdn2d_testing.CASES):
-
-        def outputs():
-            x, f = upfirdn2d_testing.make_inputs(case, dtype, device)
-            got = upfirdn2d_testing.run(backend_name, x, f, case)
-            want = upfirdn2d_testing.oracle(x.cpu(), f.cpu(), case)
-            return upfirdn2d_testing.worst(got, want, dtype)
-
-        results += _judged(dict(op="upfirdn2d", device=device, backend=backend_name, dtype=_dtype_name(dtype),
-                                case=case.name), outputs)
-    return results
+def _upfirdn2d_outputs(case, dtype, device, backend_name):
+    x, f = upfirdn2d_testing.make_inputs(case, dtype, device)
+    got = upfirdn2d_testing.run(backend_name, x, f, case)
+    return upfirdn2d_testing.worst(got, upfirdn2d_testing.oracle(x.cpu(), f.cpu(), case), dtype)
 
 
-def check_pixel_norm(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
-    layouts = [layout for layout in pixel_norm_testing.LAYOUTS if layout.name in LAYOUT_NAMES + ("last_dim",)]
-    results = []
-    for dtype, layout in itertools.product(dtypes, layouts):
-
-        def outputs():
-            x = pixel_norm_testing.make_inputs(layout, dtype, device)
-            got = pixel_norm_testing.run(backend_name, x, layout.dim, 1e-8)
-            want = pixel_norm_testing.oracle(x, layout.dim, 1e-8)
-            return pixel_norm_testing.worst(got, want, dtype)
-
-        results += _judged(dict(op="pixel_norm", device=device, backend=backend_name, dtype=_dtype_name(dtype),
-                                case=layout.name), outputs)
-    return results
+PIXEL_NORM_LAYOUTS = [layout for layout in pixel_norm_testing.LAYOUTS if layout.name in LAYOUT_NAMES + ("last_dim",)]
 
 
-def check_minibatch_stddev(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
-    results = []
-    for dtype, case in itertools.product(dtypes, minibatch_stddev_testing.CASES):
-
-        def outputs():
-            x = minibatch_stddev_testing.make_inputs(case, dtype, device)
-            got = minibatch_stddev_testing.run(backend_name, case, x)
-            want = minibatch_stddev_testing.oracle(case, x)
-            return minibatch_stddev_testing.worst(got, want, dtype)
-
-        results += _judged(dict(op="minibatch_stddev", device=device, backend=backend_name,
-                                dtype=_dtype_name(dtype), case=case.id), outputs)
-    return results
+def _pixel_norm_outputs(layout, dtype, device, backend_name):
+    x = pixel_norm_testing.make_inputs(layout, dtype, device)
+    got = pixel_norm_testing.run(backend_name, x, layout.dim, 1e-8)
+    return pixel_norm_testing.worst(got, pixel_norm_testing.oracle(x, layout.dim, 1e-8), dtype)
 
 
-def check_modulate_weight(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
-    results = []
-    for dtype, case in itertools.product(dtypes, modulate_weight_testing.CASES):
+def _minibatch_stddev_outputs(case, dtype, device, backend_name):
+    x = minibatch_stddev_testing.make_inputs(case, dtype, device)
+    got = minibatch_stddev_testing.run(backend_name, case, x)
+    return minibatch_stddev_testing.worst(got, minibatch_stddev_testing.oracle(case, x), dtype)
 
-        def outputs():
-            weight, styles = modulate_weight_testing.make_inputs(case, dtype, device)
-            got = modulate_weight_testing.run(backend_name, case, weight, styles)
-            want = modulate_weight_testing.oracle(case, weight, styles)
-            return modulate_weight_testing.worst(got, want, dtype)
 
-        results += _judged(dict(op="modulate_weight", device=device, backend=backend_name,
-                                dtype=_dtype_name(dtype), case=case.id), outputs)
-    return results
+def _modulate_weight_outputs(case, dtype, device, backend_name):
+    weight, styles = modulate_weight_testing.make_inputs(case, dtype, device)
+    got = modulate_weight_testing.run(backend_name, case, weight, styles)
+    return modulate_weight_testing.worst(got, modulate_weight_testing.oracle(case, weight, styles), dtype)
+
+
+def _by_id(case) -> str:
+    return case.id
+
+
+def _checker(op: str, cases, case_name, outputs) -> Callable[..., list[Result]]:
+    def check(device: str, backend_name: str, dtypes=DTYPES) -> list[Result]:
+        return _check_cases(op, device, backend_name, dtypes, cases, case_name, outputs)
+
+    check.__name__ = f"check_{op}"
+    return check
 
 
 # The ops ``medkern check`` covers, by op name (as medkern.backend knows them).
 CHECKS: dict[str, Callable[..., list[Result]]] = {
-    "bias_act": check_bias_act,
-    "norm_act": check_norm_act,
-    "rnn_sequence": check_rnn,
-    "upfirdn2d": check_upfirdn2d,
-    "pixel_norm": check_pixel_norm,
-    "minibatch_stddev": check_minibatch_stddev,
-    "modulate_weight": check_modulate_weight,
+    "bias_act": _checker("bias_act", BIAS_ACT_CASES, _bias_act_name, _bias_act_outputs),
+    "norm_act": _checker("norm_act", NORM_ACT_CASES, lambda case: f"{case[0].id} {case[1].id}", _norm_act_outputs),
+    "rnn_sequence": _checker("rnn_sequence", rnn_testing.CASES, _by_id, _rnn_outputs),
+    "upfirdn2d": _checker("upfirdn2d", upfirdn2d_testing.CASES, lambda case: case.name, _upfirdn2d_outputs),
+    "pixel_norm": _checker("pixel_norm", PIXEL_NORM_LAYOUTS, lambda layout: layout.name, _pixel_norm_outputs),
+    "minibatch_stddev": _checker("minibatch_stddev", minibatch_stddev_testing.CASES, _by_id,
+                                 _minibatch_stddev_outputs),
+    "modulate_weight": _checker("modulate_weight", modulate_weight_testing.CASES, _by_id, _modulate_weight_outputs),
 }
 
 
