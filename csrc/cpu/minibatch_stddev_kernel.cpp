@@ -15,8 +15,10 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "minibatch_stddev_kernel.h"
@@ -26,6 +28,46 @@ namespace {
 
 constexpr int64_t kChunk = 4096;           // (channel, pixel) items per partial sum
 constexpr int64_t kItemGrain = 1 << 12;    // items a thread takes at least in the backward
+
+// Vectorized over pixels where x (and grad) are contiguous along them and scalar_t is its own
+// op-math type: each lane runs the scalar formula, so the per-element results are the same.
+template <typename scalar_t>
+constexpr bool kVectorized = std::is_same_v<scalar_t, at::opmath_type<scalar_t>>;
+
+// The sum of s over pixels [0, len) from x (the first member at pixel 0), pixel stride shw.
+template <typename scalar_t>
+at::opmath_type<scalar_t> stddev_sum(const scalar_t* x, int64_t len, int64_t shw, int64_t member, int64_t group) {
+  using U = at::opmath_type<scalar_t>;
+  U sum(0);
+  int64_t p = 0;
+  if constexpr (kVectorized<scalar_t>) {
+    using Vec = at::vec::Vectorized<scalar_t>;
+    if (shw == 1 && len >= Vec::size()) {
+      const Vec g_count(static_cast<U>(group)), eps(static_cast<U>(kMinibatchStddevEps));
+      Vec acc(U(0));
+      for (; p + Vec::size() <= len; p += Vec::size()) {
+        Vec total(U(0));
+        for (int64_t g = 0; g < group; ++g) total = total + Vec::loadu(x + p + g * member);
+        const Vec mean = total / g_count;
+        Vec sum_sq(U(0));
+        for (int64_t g = 0; g < group; ++g) {
+          const Vec d = Vec::loadu(x + p + g * member) - mean;
+          sum_sq = sum_sq + d * d;
+        }
+        acc = acc + (sum_sq / g_count + eps).sqrt();
+      }
+      U lanes[Vec::size()];
+      acc.store(lanes);
+      for (int64_t i = 0; i < Vec::size(); ++i) sum += lanes[i];
+    }
+  }
+  for (; p < len; ++p) {
+    U mean, stddev;
+    minibatch_stddev_moments<U>(x + p * shw, member, group, mean, stddev);
+    sum += stddev;
+  }
+  return sum;
+}
 
 template <typename scalar_t>
 void forward_kernel(const scalar_t* x, scalar_t* out, const MinibatchStddevShape& s) {
@@ -40,13 +82,14 @@ void forward_kernel(const scalar_t* x, scalar_t* out, const MinibatchStddevShape
     for (int64_t task = begin; task < end; ++task) {
       const int64_t stat = task / chunks, chunk = task % chunks;
       const int64_t m = stat / s.num_channels, f = stat % s.num_channels;
-      const int64_t t_end = std::min(per_stat, (chunk + 1) * kChunk);
+      const int64_t t_begin = chunk * kChunk, t_end = std::min(per_stat, t_begin + kChunk);
       U sum(0);
-      for (int64_t t = chunk * kChunk; t < t_end; ++t) {
+      // the chunk's items t = (channel k of f) * hw + pixel p, a run of pixels per channel
+      for (int64_t t = t_begin; t < t_end;) {
         const int64_t k = f * cps + t / s.hw, p = t % s.hw;
-        U mean, stddev;
-        minibatch_stddev_moments<U>(x + m * s.x_sn + k * s.x_sc + p * s.x_shw, member_stride, s.group, mean, stddev);
-        sum += stddev;
+        const int64_t len = std::min(s.hw - p, t_end - t);
+        sum += stddev_sum(x + m * s.x_sn + k * s.x_sc + p * s.x_shw, len, s.x_shw, member_stride, s.group);
+        t += len;
       }
       partial[task] = sum;
     }
@@ -68,6 +111,47 @@ void forward_kernel(const scalar_t* x, scalar_t* out, const MinibatchStddevShape
   });
 }
 
+// The G members' gradients over pixels [0, len) of one (m, channel): x, grad and gx at pixel 0
+// of the first member; a the channel's coefficient.
+template <typename scalar_t>
+void grad_run(const scalar_t* grad, const scalar_t* x, scalar_t* gx, int64_t len, const MinibatchStddevShape& s,
+              at::opmath_type<scalar_t> a) {
+  using U = at::opmath_type<scalar_t>;
+  const int64_t x_member = s.groups * s.x_sn, o_member = s.groups * s.o_sn;
+  int64_t p = 0;
+  if constexpr (kVectorized<scalar_t>) {
+    using Vec = at::vec::Vectorized<scalar_t>;
+    if (s.x_shw == 1 && s.o_shw == 1) {
+      const Vec g_count(static_cast<U>(s.group)), eps(static_cast<U>(kMinibatchStddevEps)), coef(a);
+      for (; p + Vec::size() <= len; p += Vec::size()) {
+        Vec total(U(0));
+        for (int64_t g = 0; g < s.group; ++g) total = total + Vec::loadu(x + p + g * x_member);
+        const Vec mean = total / g_count;
+        Vec sum_sq(U(0));
+        for (int64_t g = 0; g < s.group; ++g) {
+          const Vec d = Vec::loadu(x + p + g * x_member) - mean;
+          sum_sq = sum_sq + d * d;
+        }
+        const Vec stddev = (sum_sq / g_count + eps).sqrt();
+        for (int64_t g = 0; g < s.group; ++g) {  // minibatch_stddev_grad, lane by lane
+          const Vec xg = Vec::loadu(x + p + g * x_member);
+          const Vec gg = Vec::loadu(grad + p + g * o_member);
+          (gg + coef * (xg - mean) / (g_count * stddev)).store(gx + p + g * x_member);
+        }
+      }
+    }
+  }
+  for (; p < len; ++p) {
+    const int64_t xo = p * s.x_shw, go = p * s.o_shw;
+    U mean, stddev;
+    minibatch_stddev_moments<U>(x + xo, x_member, s.group, mean, stddev);
+    for (int64_t g = 0; g < s.group; ++g) {
+      gx[xo + g * x_member] = static_cast<scalar_t>(minibatch_stddev_grad(
+          static_cast<U>(grad[go + g * o_member]), static_cast<U>(x[xo + g * x_member]), mean, stddev, a, s.group));
+    }
+  }
+}
+
 template <typename scalar_t>
 void backward_kernel(const scalar_t* grad, const scalar_t* x, scalar_t* gx, const MinibatchStddevShape& s) {
   using U = at::opmath_type<scalar_t>;
@@ -85,21 +169,13 @@ void backward_kernel(const scalar_t* grad, const scalar_t* x, scalar_t* gx, cons
       a[stat] = sum / static_cast<U>(cps * s.hw);
     }
   });
-  const int64_t x_member = s.groups * s.x_sn, o_member = s.groups * s.o_sn;
-  const int64_t items = s.groups * s.c * s.hw;
-  at::parallel_for(0, items, kItemGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t q = begin; q < end; ++q) {
-      const int64_t m = q / (s.c * s.hw), r = q % (s.c * s.hw);
-      const int64_t k = r / s.hw, p = r % s.hw;
-      const int64_t xo = m * s.x_sn + k * s.x_sc + p * s.x_shw;
-      const int64_t go = m * s.o_sn + k * s.o_sc + p * s.o_shw;
-      U mean, stddev;
-      minibatch_stddev_moments<U>(x + xo, x_member, s.group, mean, stddev);
-      const U coef = a[m * s.num_channels + k / cps];
-      for (int64_t g = 0; g < s.group; ++g) {
-        gx[xo + g * x_member] = static_cast<scalar_t>(minibatch_stddev_grad(
-            static_cast<U>(grad[go + g * o_member]), static_cast<U>(x[xo + g * x_member]), mean, stddev, coef, s.group));
-      }
+  // rows (m, channel k), each a run of hw pixels
+  const int64_t rows = s.groups * s.c;
+  at::parallel_for(0, rows, std::max<int64_t>(1, kItemGrain / std::max<int64_t>(1, s.hw)), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t m = row / s.c, k = row % s.c;
+      const int64_t xo = m * s.x_sn + k * s.x_sc, go = m * s.o_sn + k * s.o_sc;
+      grad_run(grad + go, x + xo, gx + xo, s.hw, s, a[m * s.num_channels + k / cps]);
     }
   });
 }
