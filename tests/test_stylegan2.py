@@ -60,9 +60,13 @@ def _step_results(g, d, z, real, backend):
 
 
 def test_fused_steps_equal_the_reference_backend():
-    """The issue's check, for StyleGAN2: a training step, R1 included (second-order gradients through
-    modulate_weight, upfirdn2d, bias_act, pixel_norm and minibatch_stddev), equals the same step
-    through the plain-PyTorch reference of every op, with the same weights."""
+    """The issue's check, for StyleGAN2: a generator step (through modulate_weight, upfirdn2d,
+    bias_act and pixel_norm) and a discriminator step with R1 (second-order gradients through
+    upfirdn2d, bias_act and minibatch_stddev) equal the same steps through the plain-PyTorch
+    reference of every op, with the same weights."""
+    for op in ("modulate_weight", "upfirdn2d", "bias_act", "pixel_norm", "minibatch_stddev"):
+        if medkern.backend.select(op, torch.device("cpu")) == "reference":
+            pytest.skip(f"no {op} kernel here (medkern._C not built): nothing to compare with the reference")
     torch.manual_seed(0)
     g = StyleGAN2Generator(z_dim=8, w_dim=8, **SMALL).double()
     d = StyleGAN2Discriminator(**SMALL).double()

@@ -2,9 +2,10 @@
 
 The parameters are stored at unit scale (``weight ~ N(0, 1) / lr_multiplier``) and scaled at run
 time by ``lr_multiplier / sqrt(fan_in)`` (Karras et al., 2018), so every layer learns at the same
-speed under Adam. Parameter names and shapes are those of nn.Linear and nn.Conv2d; the bias and
-activation run as one fused ``medkern.ops.bias_act`` (StyleGAN's convention: gain sqrt(2) after
-relu/lrelu, see ``stylegan_gain``).
+speed under Adam. Parameter names and shapes are those of nn.Linear and nn.Conv2d, so their
+checkpoints load both ways; the layer they compute is not nn.Linear's (the weight is scaled by
+``weight_gain`` at run time). The bias and activation run as one fused ``medkern.ops.bias_act``
+(StyleGAN's convention: gain sqrt(2) after relu, lrelu and swish, see ``stylegan_gain``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ LRELU_ALPHA = 0.2  # StyleGAN's leaky ReLU slope
 
 
 def stylegan_gain(act: str) -> float:
-    """StyleGAN's output gain for an activation: sqrt(2) after relu/lrelu (keeps the variance), else 1."""
-    return math.sqrt(2) if activations.get(act).name in ("relu", "lrelu") else 1.0
+    """StyleGAN's output gain for an activation: sqrt(2) after relu, lrelu and swish (keeps the variance), else 1."""
+    return math.sqrt(2) if activations.get(act).name in ("relu", "lrelu", "silu") else 1.0
 
 
 class _BiasActMixin:
@@ -85,7 +86,7 @@ class EqualizedConv2d(_BiasActMixin, nn.Module):
     Args:
         in_channels, out_channels, kernel_size, bias: as nn.Conv2d (square kernel).
         up, down, resample_filter: FIR resampling as medkern.ops.modulated_conv2d (at most one > 1).
-        padding: default kernel_size // 2 (the size is kept, or scaled by up / down).
+        padding: default kernel_size // 2 (for odd kernels the size is kept, or scaled by up / down).
         activation, alpha, gain, clamp, lr_multiplier: as EqualizedLinear.
     """
 

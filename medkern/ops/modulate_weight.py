@@ -8,8 +8,9 @@ This is the weight of modulated_conv2d's grouped convolution, written once.
 The backend (medkern.backend) picks the implementation: the C++ op ``medkern::modulate_weight``
 (CPU and CUDA kernels), the Triton op ``medkern::triton_modulate_weight``, or the reference. The
 gradient is the fused ``modulate_weight_backward(grad, weight, styles)`` (d recomputed, only
-weight and styles saved), whose own derivative (second order, for R1 penalties) runs through the
-reference (medkern/ops/_fused_autograd.py). Outputs are contiguous.
+weight and styles saved), whose own derivative (second order: path-length penalties, R1 through a
+modulated discriminator) runs through the reference (medkern/ops/_fused_autograd.py). Outputs are
+contiguous.
 """
 
 from __future__ import annotations

@@ -60,9 +60,10 @@ def check_args(op, x, weight, styles, demodulate, up, down, padding, resample_fi
             f"{op}: x must be (N, in_channels, H, W) with N = styles.shape[0] = {styles.shape[0]} and "
             f"in_channels = weight.shape[1] = {weight.shape[1]}, got shape {tuple(x.shape)}"
         )
-    if x.dtype != weight.dtype or x.device != weight.device:
-        raise TypeError(f"{op}: x must have weight's dtype {weight.dtype} and device {weight.device}, "
-                        f"got {x.dtype} on {x.device}")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{op}: x must have dtype {weight.dtype} (that of weight), got {x.dtype}")
+    if x.device != weight.device:
+        raise ValueError(f"{op}: x must be on {weight.device} (the device of weight), got {x.device}")
     return (*resampling(op, x, up, down, padding, resample_filter), eps)
 
 
@@ -84,8 +85,8 @@ def modulated_conv2d(
         weight: (O, I, kh, kw), x's dtype and device.
         styles: (N, I), per-sample scales of the input channels.
         demodulate: scale each sample's filters to unit norm (StyleGAN2).
-        up, down: resampling factor (at most one of them > 1), with ``resample_filter``
-            (taps or a filter tensor; default StyleGAN's [1, 3, 3, 1]).
+        up, down: resampling factor (at most one of them > 1), with ``resample_filter``: taps
+            (normalized to sum 1) or a filter tensor (used as given); default StyleGAN's [1, 3, 3, 1].
         padding: convolution padding, an int or (h, w).
         eps: added to the squared filter norm when demodulating.
 

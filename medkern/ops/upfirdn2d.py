@@ -24,6 +24,7 @@ import torch
 
 from .. import _extension, backend
 from .._args import check_float_tensor
+from ..reference.upfirdn2d import down_alignment, up_alignment
 from ..reference.upfirdn2d import upfirdn2d as reference_upfirdn2d
 
 OP = "medkern.ops.upfirdn2d"
@@ -237,20 +238,12 @@ def _aligned(op: str, x, f, factor_xy: tuple[int, int], padding, align):
     return f, [x0 + lx, x1 + tx, y0 + ly, y1 + ty]
 
 
-def _up_alignment(taps: int, up: int) -> tuple[int, int]:
-    return (taps + up - 1) // 2, (taps - up) // 2
-
-
-def _down_alignment(taps: int, down: int) -> tuple[int, int]:
-    return (taps - down + 1) // 2, (taps - down) // 2
-
-
 def upsample2d(x, f=None, up: IntPair = 2, padding=0, flip_filter: bool = False, gain: float = 1):
     """Upsample by ``up`` and filter with f: output (H * up_y, W * up_x) (plus padding); the gain is
     multiplied by up_x * up_y to keep the signal's magnitude, as zero insertion divides it."""
     op = "medkern.ops.upsample2d"
     up = factors(op, up, "up")
-    f, pad = _aligned(op, x, f, up, padding, _up_alignment)
+    f, pad = _aligned(op, x, f, up, padding, up_alignment)
     return upfirdn2d(x, f, up=up, padding=pad, flip_filter=flip_filter, gain=gain * up[0] * up[1])
 
 
@@ -258,11 +251,11 @@ def downsample2d(x, f=None, down: IntPair = 2, padding=0, flip_filter: bool = Fa
     """Filter with f and downsample by ``down``: output (H // down_y, W // down_x) (plus padding)."""
     op = "medkern.ops.downsample2d"
     down = factors(op, down, "down")
-    f, pad = _aligned(op, x, f, down, padding, _down_alignment)
+    f, pad = _aligned(op, x, f, down, padding, down_alignment)
     return upfirdn2d(x, f, down=down, padding=pad, flip_filter=flip_filter, gain=gain)
 
 
 def filter2d(x, f, padding=0, flip_filter: bool = False, gain: float = 1):
     """Filter with f keeping the size (H, W) (plus padding): a blur with a low-pass f."""
-    f, pad = _aligned("medkern.ops.filter2d", x, f, (1, 1), padding, _down_alignment)
+    f, pad = _aligned("medkern.ops.filter2d", x, f, (1, 1), padding, down_alignment)
     return upfirdn2d(x, f, padding=pad, flip_filter=flip_filter, gain=gain)

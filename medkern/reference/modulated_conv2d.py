@@ -6,11 +6,14 @@ run for all samples at once as one grouped convolution (groups = N) over x viewe
 (1, N * I, H, W). The resampling, with a FIR filter f (StyleGAN's alignment, so the image stays
 centered):
 
-    up > 1:   upsample by zero insertion and filter with f (gain up^2), then convolve with padding p:
-              output H * up + 2p - k + 1 (2H for k = 3, p = 1, up = 2);
-    down > 1: filter with f, padded by p plus the filter's alignment, then convolve with stride down:
+    up > 1:   upsample by zero insertion and filter with f (gain up^2), padded by p plus the filter's
+              alignment, then a valid convolution: output H * up + 2p - k + 1 (2H for k = 3, p = 1);
+    down > 1: filter with f, padded the same way, then a valid convolution with stride down:
               output H / down for k = 3, p = 1, a 4-tap f and even H;
     neither:  a plain convolution with padding p.
+
+The padding goes in before the filter, so the border sees the filter's spill as it would
+without padding (StyleGAN2's conv2d_resample: the same sums as its transposed-convolution path).
 """
 
 from __future__ import annotations
@@ -21,36 +24,27 @@ import torch
 import torch.nn.functional as F
 
 from .modulate_weight import modulate_weight
+from .upfirdn2d import down_alignment, up_alignment
 from .upfirdn2d import upfirdn2d as reference_upfirdn2d
 
 
-def _taps(f: torch.Tensor) -> tuple[int, int]:
-    return f.shape[-1], f.shape[0]  # (width, height), 1-d or 2-d filter
-
-
-def up_padding(f: torch.Tensor, up: int) -> tuple[int, int, int, int]:
-    """upfirdn2d padding (x0, x1, y0, y1) that centers f on the upsampled grid."""
-    pads = [((t + up - 1) // 2, (t - up) // 2) for t in _taps(f)]
-    return pads[0] + pads[1]
-
-
-def down_padding(f: torch.Tensor, down: int, padding: tuple[int, int]) -> tuple[int, int, int, int]:
-    """upfirdn2d padding (x0, x1, y0, y1) that centers f on the strided grid, plus the conv padding (ph, pw)."""
-    (tx, ty), (ph, pw) = _taps(f), padding
-    return ((tx - down + 1) // 2 + pw, (tx - down) // 2 + pw, (ty - down + 1) // 2 + ph, (ty - down) // 2 + ph)
+def resample_padding(f: torch.Tensor, up: int, down: int, padding: tuple[int, int]) -> tuple[int, int, int, int]:
+    """upfirdn2d padding (x0, x1, y0, y1): f centered on the up- (up > 1) or downsampled grid, plus
+    the convolution's padding (ph, pw)."""
+    align, factor = (up_alignment, up) if up > 1 else (down_alignment, down)
+    (x0, x1), (y0, y1) = align(f.shape[-1], factor), align(f.shape[0], factor)  # (width, height) taps
+    ph, pw = padding
+    return x0 + pw, x1 + pw, y0 + ph, y1 + ph
 
 
 def resampled_conv2d(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor, up: int, down: int,
                      padding: tuple[int, int], groups: int = 1, upfirdn2d: Callable = reference_upfirdn2d):
     """conv2d(x, weight) with the resampling of the module docstring; ``upfirdn2d`` is called as
     ``upfirdn2d(x, f, (up, up), (down, down), (x0, x1, y0, y1), flip_filter, gain)``."""
-    if up > 1:
-        x = upfirdn2d(x, f, (up, up), (1, 1), up_padding(f, up), False, float(up * up))
+    if up == 1 and down == 1:
         return F.conv2d(x, weight, padding=padding, groups=groups)
-    if down > 1:
-        x = upfirdn2d(x, f, (1, 1), (1, 1), down_padding(f, down, padding), False, 1.0)
-        return F.conv2d(x, weight, stride=down, groups=groups)
-    return F.conv2d(x, weight, padding=padding, groups=groups)
+    x = upfirdn2d(x, f, (up, up), (1, 1), resample_padding(f, up, down, padding), False, float(up * up))
+    return F.conv2d(x, weight, stride=down, groups=groups)
 
 
 def grouped_modulated_conv2d(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, up: int, down: int,

@@ -21,6 +21,16 @@ import torch
 import torch.nn.functional as F
 
 
+def up_alignment(taps: int, up: int) -> tuple[int, int]:
+    """(lead, trail) padding that centers a filter of ``taps`` on a grid upsampled by ``up`` (StyleGAN's)."""
+    return (taps + up - 1) // 2, (taps - up) // 2
+
+
+def down_alignment(taps: int, down: int) -> tuple[int, int]:
+    """(lead, trail) padding that centers a filter of ``taps`` on a grid downsampled by ``down``."""
+    return (taps - down + 1) // 2, (taps - down) // 2
+
+
 def _zero_insert(x: torch.Tensor, up_x: int, up_y: int) -> torch.Tensor:
     n, c, h, w = x.shape
     if up_x == 1 and up_y == 1:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ...ops.upfirdn2d import downsample2d, fir_filter, upsample2d
-from ...reference.modulated_conv2d import down_padding, up_padding
+from ...reference.modulated_conv2d import resample_padding
 from ...reference.upfirdn2d import upfirdn2d as reference_upfirdn2d
 from ..case import Case, speedup_target
 
@@ -29,9 +29,8 @@ def _setup(shape, quick_shape, factor_in: int):
 def _resample_reference(up: int, down: int):
     """upsample2d (up > 1) or downsample2d as the reference op, with the helpers' alignment."""
     def run(x, f):
-        if up > 1:
-            return reference_upfirdn2d(x, f, (up, up), (1, 1), up_padding(f, up), False, float(up * up))
-        return reference_upfirdn2d(x, f, (1, 1), (down, down), down_padding(f, down, (0, 0)), False, 1.0)
+        padding = resample_padding(f, up, down, (0, 0))
+        return reference_upfirdn2d(x, f, (up, up), (down, down), padding, False, float(up * up))
 
     return run
 
