@@ -130,7 +130,7 @@ def test_bad_arguments_are_clear_errors():
         (dict(padding=-1), ValueError, rf"{op}: padding must be an int >= 0"),
         (dict(demodulate=1), TypeError, rf"{op}: demodulate must be a bool"),
         (dict(eps=-1.0), ValueError, rf"{op}: eps must be finite and >= 0"),
-        (dict(up=2, resample_filter=torch.ones(2, 2, 2)), ValueError, rf"{op}: f must be a non-empty 1-d"),
+        (dict(up=2, resample_filter=torch.ones(2, 2, 2)), ValueError, rf"{op}: resample_filter must be a non-empty 1-d"),
     ]
     for change, error, message in cases:
         kwargs = dict(x=x, weight=weight, styles=styles, padding=1) | change

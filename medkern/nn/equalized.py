@@ -102,7 +102,7 @@ class EqualizedConv2d(_BiasActMixin, nn.Module):
         self.weight_gain = lr_multiplier / math.sqrt(in_channels * kernel_size * kernel_size)
         self._setup_bias_act(owner, out_channels, bias, 0.0, lr_multiplier, activation, alpha, gain, clamp)
         padding = kernel_size // 2 if padding is None else padding
-        self.up, self.down, self.padding, f = resampling(owner, self.weight, up, down, padding, resample_filter)
+        self.up, self.down, self.padding, f = resampling(owner, self.weight, up, down, padding, resample_filter, "weight")
         self.register_buffer("resample_filter", f if up > 1 or down > 1 else None, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

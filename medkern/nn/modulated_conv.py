@@ -38,7 +38,7 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.style_gain = 1.0 if demodulate else 1 / math.sqrt(in_channels * kernel_size * kernel_size)
         padding = kernel_size // 2 if padding is None else padding
-        self.up, self.down, self.padding, f = resampling(owner, self.weight, up, down, padding, resample_filter)
+        self.up, self.down, self.padding, f = resampling(owner, self.weight, up, down, padding, resample_filter, "weight")
         self.register_buffer("resample_filter", f if up > 1 or down > 1 else None, persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

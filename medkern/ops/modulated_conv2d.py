@@ -37,8 +37,10 @@ def conv_padding(op: str, padding) -> tuple[int, int]:
     return pair
 
 
-def resampling(op: str, x: torch.Tensor, up, down, padding, resample_filter) -> tuple[int, int, tuple, torch.Tensor]:
-    """Checks the resampling arguments; returns (up, down, padding (h, w), filter on x's device)."""
+def resampling(op: str, x: torch.Tensor, up, down, padding, resample_filter,
+               x_name: str = "x") -> tuple[int, int, tuple, torch.Tensor]:
+    """Checks the resampling arguments; returns (up, down, padding (h, w), filter on the device of x,
+    called ``x_name`` in errors)."""
     up, down, padding = _factor(op, up, "up"), _factor(op, down, "down"), conv_padding(op, padding)
     if up > 1 and down > 1:
         raise ValueError(f"{op}: up and down cannot both be > 1, got up={up}, down={down}")
@@ -46,7 +48,7 @@ def resampling(op: str, x: torch.Tensor, up, down, padding, resample_filter) -> 
         resample_filter = fir_filter(DEFAULT_TAPS, device=x.device) if up > 1 or down > 1 else None
     elif not isinstance(resample_filter, torch.Tensor):
         resample_filter = fir_filter(resample_filter, device=x.device)
-    return up, down, padding, check_filter(op, resample_filter, x)
+    return up, down, padding, check_filter(op, resample_filter, x, "resample_filter", x_name)
 
 
 def check_args(op, x, weight, styles, demodulate, up, down, padding, resample_filter, eps):

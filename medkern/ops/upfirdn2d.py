@@ -67,17 +67,17 @@ def filter_size(f: torch.Tensor) -> tuple[int, int]:
     return f.shape[-1], f.shape[0]
 
 
-def check_filter(op: str, f, x: torch.Tensor) -> torch.Tensor:
-    """f as a filter tensor: None means the single tap 1."""
+def check_filter(op: str, f, x: torch.Tensor, name: str = "f", x_name: str = "x") -> torch.Tensor:
+    """f (the argument ``name``) as a filter tensor on the device of x (``x_name``): None means the single tap 1."""
     if f is None:
         return torch.ones(1, dtype=torch.float32, device=x.device)
     if not isinstance(f, torch.Tensor):
-        raise TypeError(f"{op}: f must be a torch.Tensor or None, got {type(f).__name__}")
-    check_float_tensor(op, "f", f)
+        raise TypeError(f"{op}: {name} must be a torch.Tensor or None, got {type(f).__name__}")
+    check_float_tensor(op, name, f)
     if f.dim() not in (1, 2) or f.numel() == 0:
-        raise ValueError(f"{op}: f must be a non-empty 1-d (separable) or 2-d filter, got shape {tuple(f.shape)}")
+        raise ValueError(f"{op}: {name} must be a non-empty 1-d (separable) or 2-d filter, got shape {tuple(f.shape)}")
     if f.device != x.device:
-        raise ValueError(f"{op}: f must be on {x.device} (the device of x), got {f.device}")
+        raise ValueError(f"{op}: {name} must be on {x.device} (the device of {x_name}), got {f.device}")
     return f
 
 
