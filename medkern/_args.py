@@ -30,3 +30,10 @@ def check_companion(op: str, name: str, t, like: torch.Tensor, like_name: str, a
         also = " or float32" if widened else ""
         raise TypeError(f"{op}: {name} must have dtype {like.dtype} (that of {like_name}){also}, got {t.dtype}")
     return True
+
+
+def check_positive_int(op: str, name: str, value) -> int:
+    """``value`` must be an int >= 1 (not a bool); ValueError naming op and name otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{op}: {name} must be an int >= 1, got {value!r}")
+    return value

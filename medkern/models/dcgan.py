@@ -18,6 +18,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from .._args import check_positive_int
 from ..nn.activation_modules import module_from_act
 from ..nn.bias_act import BiasAct
 from ..nn.conv_act import ConvAct, ConvNormAct, ConvTransposeNormAct
@@ -31,12 +32,6 @@ def _doublings(owner: str, image_size: int) -> int:
     if image_size not in IMAGE_SIZES:
         raise ValueError(f"medkern.models.{owner}: image_size must be one of {IMAGE_SIZES}, got {image_size!r}")
     return int(math.log2(image_size // 4))
-
-
-def _positive(owner: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"medkern.models.{owner}: {name} must be an int >= 1, got {value!r}")
-    return value
 
 
 def _block(transposed: bool, c_in: int, c_out: int, stride: int, padding: int, norm: bool, act: str,
@@ -72,8 +67,9 @@ class DCGANGenerator(nn.Module):
                  reference: bool = False):
         super().__init__()
         owner = type(self).__name__
-        self.latent_dim = _positive(owner, "latent_dim", latent_dim)
-        _positive(owner, "channels", channels), _positive(owner, "base_channels", base_channels)
+        op = f"medkern.models.{owner}"
+        self.latent_dim = check_positive_int(op, "latent_dim", latent_dim)
+        check_positive_int(op, "channels", channels), check_positive_int(op, "base_channels", base_channels)
         doublings = _doublings(owner, image_size)
         widths = [base_channels * 2 ** i for i in reversed(range(doublings))]  # e.g. 8b, 4b, 2b, b
         blocks = [_block(True, latent_dim, widths[0], 1, 0, True, "relu", None, reference)]  # 1x1 -> 4x4
@@ -103,7 +99,8 @@ class DCGANDiscriminator(nn.Module):
                  memory_saving: bool = True):
         super().__init__()
         owner = type(self).__name__
-        _positive(owner, "channels", channels), _positive(owner, "base_channels", base_channels)
+        op = f"medkern.models.{owner}"
+        check_positive_int(op, "channels", channels), check_positive_int(op, "base_channels", base_channels)
         self.image_size = image_size
         doublings = _doublings(owner, image_size)
         widths = [base_channels * 2 ** i for i in range(doublings)]  # e.g. b, 2b, 4b, 8b

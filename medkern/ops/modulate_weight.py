@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from .. import backend
-from .._args import check_float_tensor
+from .._args import check_companion, check_float_tensor
 from ..reference.modulate_weight import modulate_weight as reference_modulate_weight
 from . import _fused_autograd
 from .pixel_norm import check_eps
@@ -37,10 +37,7 @@ def check_args(op: str, weight, styles, demodulate, eps) -> float:
             f"{op}: styles must be (N, in_channels) with in_channels = weight.shape[1] = {weight.shape[1]}, "
             f"got shape {tuple(styles.shape)}"
         )
-    if styles.dtype != weight.dtype:
-        raise TypeError(f"{op}: styles must have dtype {weight.dtype} (that of weight), got {styles.dtype}")
-    if styles.device != weight.device:
-        raise ValueError(f"{op}: styles must be on {weight.device} (the device of weight), got {styles.device}")
+    check_companion(op, "styles", styles, weight, "weight")
     if not isinstance(demodulate, bool):
         raise TypeError(f"{op}: demodulate must be a bool, got {demodulate!r}")
     return check_eps(op, eps)

@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from .._args import check_float_tensor
+from .._args import check_companion, check_float_tensor, check_positive_int
 from ..reference.modulated_conv2d import grouped_modulated_conv2d, resampled_conv2d
 from .modulate_weight import check_args as check_modulation
 from .modulate_weight import modulate_weight
@@ -21,12 +21,6 @@ from .upfirdn2d import check_filter, fir_filter, upfirdn2d
 
 OP = "medkern.ops.modulated_conv2d"
 DEFAULT_TAPS = (1, 3, 3, 1)  # StyleGAN's binomial low-pass filter
-
-
-def _factor(op: str, value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{op}: {name} must be an int >= 1, got {value!r}")
-    return value
 
 
 def conv_padding(op: str, padding) -> tuple[int, int]:
@@ -41,7 +35,8 @@ def resampling(op: str, x: torch.Tensor, up, down, padding, resample_filter,
                x_name: str = "x") -> tuple[int, int, tuple, torch.Tensor]:
     """Checks the resampling arguments; returns (up, down, padding (h, w), filter on the device of x,
     called ``x_name`` in errors)."""
-    up, down, padding = _factor(op, up, "up"), _factor(op, down, "down"), conv_padding(op, padding)
+    up, down = check_positive_int(op, "up", up), check_positive_int(op, "down", down)
+    padding = conv_padding(op, padding)
     if up > 1 and down > 1:
         raise ValueError(f"{op}: up and down cannot both be > 1, got up={up}, down={down}")
     if resample_filter is None:
@@ -56,16 +51,15 @@ def check_args(op, x, weight, styles, demodulate, up, down, padding, resample_fi
     eps = check_modulation(op, weight, styles, demodulate, eps)
     check_float_tensor(op, "x", x)
     if weight.dim() != 4:
-        raise ValueError(f"{op}: weight must be 4-d (out_channels, in_channels, kh, kw), got shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"{op}: weight must be 4-d (out_channels, in_channels, kh, kw), got shape {tuple(weight.shape)}"
+        )
     if x.dim() != 4 or x.shape[1] != weight.shape[1] or x.shape[0] != styles.shape[0]:
         raise ValueError(
             f"{op}: x must be (N, in_channels, H, W) with N = styles.shape[0] = {styles.shape[0]} and "
             f"in_channels = weight.shape[1] = {weight.shape[1]}, got shape {tuple(x.shape)}"
         )
-    if x.dtype != weight.dtype:
-        raise TypeError(f"{op}: x must have dtype {weight.dtype} (that of weight), got {x.dtype}")
-    if x.device != weight.device:
-        raise ValueError(f"{op}: x must be on {weight.device} (the device of weight), got {x.device}")
+    check_companion(op, "x", x, weight, "weight")
     return (*resampling(op, x, up, down, padding, resample_filter), eps)
 
 
