@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=_non_negative_int, metavar="N", help="untimed rounds (default: 1 quick, 3 full)")
     bench.add_argument("--dtype", choices=DTYPES, default="float32", help="default: %(default)s")
     bench.add_argument("--list", action="store_true", help="list the cases and exit")
+    bench.add_argument("--model", metavar="MODULE:FACTORY",
+                       help="instead of the suite: a training step of this model (FACTORY() returns an nn.Module), "
+                            "as it is and after medkern.swap; needs --input-shape")
+    bench.add_argument("--input-shape", type=_shape, metavar="N,C,...", help="the --model's input shape")
     bench.set_defaults(command=_bench)
 
     check = commands.add_parser(
@@ -62,6 +66,16 @@ def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes such as 2,3,224,224, got {text!r}") from None
+    if not shape or any(size < 0 for size in shape):
+        raise argparse.ArgumentTypeError(f"expected sizes >= 0, got {text!r}")
+    return shape
+
+
 def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .bench import cases as registry
     from .bench.environment import busy_warning, environment
@@ -69,7 +83,15 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .bench.report import build_document, text_summary, write_all
     from .bench.suite import Settings, run_suite
 
-    cases = registry.select(args.filter)
+    if (args.model is None) != (args.input_shape is None):
+        parser.error("--model and --input-shape go together")
+    if args.model is not None:
+        try:
+            cases = (registry.custom_model_case(args.model, args.input_shape),)
+        except ValueError as error:
+            parser.error(str(error))
+    else:
+        cases = registry.select(args.filter)
     if not cases:
         names = ", ".join(case.name for case in registry.all_cases())
         parser.error(f"no case name contains {args.filter!r}; the cases are: {names}")

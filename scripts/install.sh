@@ -13,3 +13,10 @@ if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
   export CUDA_HOME=/usr/local/cuda
 fi
 python -m pip install --no-build-isolation -e ".${extras:+[$extras]}"
+
+# The tests and the benchmark's model cases use torchvision's classifiers. torchvision is built
+# for one torch release (torch 2.M pairs with torchvision 0.(M+15)), so pick that one.
+if [ -n "$extras" ] && ! python -c "import torchvision" 2>/dev/null; then
+  minor=$(python -c "import torch; print(torch.__version__.split('.')[1])")
+  python -m pip install "torchvision==0.$((minor + 15)).*"
+fi

@@ -297,3 +297,38 @@ def test_a_case_may_judge_its_output_by_the_tolerance_table():
     assert not suite._close(expected + 1e-2, expected, ("rnn_long", "forward"))
     # a dtype the entry lacks falls back to the defaults
     assert not suite._close((expected + 5e-3).half(), expected.half(), ("rnn_long", "forward"))
+
+
+# --- medkern bench --model: any model, as it is and swapped -------------------------------------
+
+
+def test_bench_model_times_any_model_swapped_against_itself(tmp_path, monkeypatch):
+    module = type(sys)("medkern_bench_test_models")
+    module.small = lambda: torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+        torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2), torch.nn.Tanh())
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = cli.main(["bench", "--model", "medkern_bench_test_models:small", "--input-shape", "2,3,8,8",
+                         "--device", "cpu", "--repeats", "2", "--warmup", "0", "--out", str(tmp_path)])
+    assert code == 0
+    [case] = json.loads((tmp_path / "results.json").read_text())["cases"]
+    assert case["name"] == "model/medkern_bench_test_models:small"
+    assert case["inputs"][0]["shape"] == [2, 3, 8, 8]
+    assert {"eager", "compile"} <= set(case["contenders"]) and any(map(is_medkern, case["contenders"]))
+    for name, results in case["contenders"].items():
+        assert results["matches_eager"], name  # dropout draws the same mask in every call
+        assert len(results["fwd_bwd"]["samples_ms"]) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "no_such_module_here:f", "--input-shape", "1,2"], "No module named 'no_such_module_here'"),
+    (["--model", "torch.nn", "--input-shape", "1,2"], "--model must be 'package.module:factory'"),
+    (["--model", "torch.nn:Conv2d"], "--model and --input-shape go together"),
+    (["--model", "torch.nn:Identity", "--input-shape", "2,x"], "expected comma-separated sizes"),
+])
+def test_bench_model_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

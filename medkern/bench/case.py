@@ -83,6 +83,8 @@ class Case:
     # why torch.compile cannot run the reference (e.g. a gradient penalty's double backward),
     # reported instead of a compile contender; None: it can
     no_compile: Optional[str] = None
+    # heavy cases (whole models): at most this many timed rounds, one warm-up round
+    max_rounds: Optional[int] = None
 
     def contenders(self, device: torch.device) -> tuple[dict[str, Callable[..., torch.Tensor]], dict[str, str]]:
         """({name: callable}, {skipped contender: why}). ``compile`` is a fresh torch.compile

@@ -96,8 +96,8 @@ def run_case(case: Case, settings: Settings, show: Callable[..., None]) -> dict:
             mode_calls[CLONE] = _no_grad_call(torch.clone, inputs[:1])
         timings[mode] = time_interleaved(
             mode_calls,
-            settings.timed_rounds,
-            settings.warmup_rounds,
+            settings.timed_rounds if case.max_rounds is None else min(settings.timed_rounds, case.max_rounds),
+            settings.warmup_rounds if case.max_rounds is None else min(settings.warmup_rounds, 1),
             device,
             on_round=lambda i, n, mode=mode: show(f"timing {MODE_LABELS[mode]}, round {i + 1}/{n}", transient=True),
         )

@@ -4,6 +4,7 @@ from .bias_act import BiasAct
 from .conv_act import Conv1dAct, Conv2dAct, Conv3dAct, ConvAct, ConvNormAct, ConvTransposeNormAct
 from .equalized import EqualizedConv2d, EqualizedLinear
 from .layer_norm_rnn import LayerNormGRU, LayerNormLSTM
+from .linear_act import LinearAct
 from .minibatch_stddev import MinibatchStdDev
 from .modulated_conv import ModulatedConv2d
 from .norm_act import NormAct
@@ -12,6 +13,6 @@ from .resample import Blur, Downsample2d, Upfirdn2d, Upsample2d
 from .rnn import GRU, LSTM, RNN
 
 __all__ = ["BiasAct", "ConvAct", "Conv1dAct", "Conv2dAct", "Conv3dAct", "ConvNormAct", "ConvTransposeNormAct",
-           "NormAct", "LSTM", "GRU", "RNN", "LayerNormLSTM", "LayerNormGRU",
+           "NormAct", "LinearAct", "LSTM", "GRU", "RNN", "LayerNormLSTM", "LayerNormGRU",
            "Upfirdn2d", "Upsample2d", "Downsample2d", "Blur", "PixelNorm", "MinibatchStdDev",
            "EqualizedLinear", "EqualizedConv2d", "ModulatedConv2d"]

@@ -9,9 +9,10 @@ and list it below.
 from __future__ import annotations
 
 from ..case import Case
-from . import bias_act, cnn, gan, rnn
+from . import bias_act, cnn, gan, models, rnn
+from .models import custom_model_case  # noqa: F401  (medkern bench --model)
 
-_FAMILIES = (bias_act, cnn, rnn, gan)
+_FAMILIES = (bias_act, cnn, rnn, gan, models)
 
 
 def all_cases() -> tuple[Case, ...]:

@@ -1,0 +1,111 @@
+"""Model cases: a training step of a model users already have, as it is (eager and torch.compile)
+and after ``medkern.swap`` (the issue's targets: MONAI DynUNet and torchvision ResNet-18).
+
+Both models hold the same Parameter objects (the swapped copy's are replaced by the original's),
+so every contender differentiates the same inputs. MONAI and torchvision are the ``bench``
+extra's; without them these cases report the ImportError.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..case import Case, Target, speedup_target
+
+MODEL_ROUNDS = 5  # a step takes seconds on CPU: fewer timed rounds than the op cases
+
+
+def _share_parameters(source: nn.Module, target: nn.Module) -> None:
+    for name, param in source.named_parameters():
+        owner, _, attr = name.rpartition(".")
+        target.get_submodule(owner)._parameters[attr] = param
+
+
+def _swapped_step_case(name: str, description: str, build: Callable[[bool], nn.Module],
+                       input_shape: Callable[[bool], tuple[int, ...]], targets: tuple[Target, ...]) -> Case:
+    from ...swapping import swap
+
+    models: dict[str, nn.Module] = {}
+
+    def setup(device: torch.device, dtype: torch.dtype, quick: bool) -> tuple[torch.Tensor, ...]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MONAI's deprecation notices
+            original = build(quick).to(device, dtype)
+        swapped = swap(original)
+        _share_parameters(original, swapped)
+        models["torch"], models["medkern"] = original, swapped
+        x = torch.randn(input_shape(quick), device=device, dtype=dtype)
+        return (x, *original.parameters())
+
+    def step(which: str):
+        def run(x, *params):
+            with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+                torch.manual_seed(0)  # dropout draws the same masks in every call of every contender
+                output = models[which](x)
+            return output if isinstance(output, torch.Tensor) else output[0]
+
+        return run
+
+    return Case(name=f"model/{name}", family="norm_act", description=description, setup=setup,
+                reference=step("torch"), fused=step("medkern"), targets=targets, tolerance=None,
+                max_rounds=MODEL_ROUNDS)
+
+
+def _dynunet(quick: bool) -> nn.Module:
+    from monai.networks.nets import DynUNet
+
+    levels = 3 if quick else 5
+    return DynUNet(3, 1, 3, kernel_size=[3] * levels, strides=[1] + [2] * (levels - 1),
+                   upsample_kernel_size=[2] * (levels - 1), filters=[8, 16, 32] if quick else None,
+                   norm_name=("instance", {"affine": True}), act_name=("leakyrelu", {"negative_slope": 0.01}))
+
+
+def _resnet18(quick: bool) -> nn.Module:
+    from torchvision.models import resnet18
+
+    return resnet18(num_classes=10)
+
+
+CASES = (
+    _swapped_step_case(
+        "dynunet_step", "MONAI DynUNet (3D, nnU-Net configuration: 5 levels, 32-320 filters, instance norm, "
+        "lrelu 0.01), batch 2 x 1 x 48^3: a training step, medkern.swap vs the original",
+        _dynunet, lambda quick: (1, 1, 16, 16, 16) if quick else (2, 1, 48, 48, 48),
+        (speedup_target("fwd_bwd", "eager", 1.2),
+         Target("saved for backward <= 0.75x eager", ("saved_bytes_vs_eager",), maximum=0.75))),
+    _swapped_step_case(
+        "resnet18_step", "torchvision ResNet-18, batch 16 x 3 x 128^2: a training step, medkern.swap vs the original",
+        _resnet18, lambda quick: (4, 3, 64, 64) if quick else (16, 3, 128, 128),
+        (speedup_target("fwd_bwd", "eager", 1.15),)),
+)
+
+
+def custom_model_case(spec: str, input_shape: tuple[int, ...]) -> Case:
+    """The swapped-vs-original training step of any model: ``spec`` is ``"package.module:factory"``,
+    where ``factory()`` (a class or a function, called without arguments) returns an nn.Module
+    taking one tensor of ``input_shape``."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"--model must be 'package.module:factory', got {spec!r}")
+    try:
+        factory = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            factory = getattr(factory, part)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"--model {spec!r}: {error}") from None
+    if not callable(factory):
+        raise ValueError(f"--model {spec!r} is not callable")
+
+    def build(quick: bool) -> nn.Module:
+        model = factory()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"--model {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
+        return model
+
+    return _swapped_step_case(spec, f"{spec}, input {'x'.join(map(str, input_shape))}: a training step, "
+                              "medkern.swap vs the original", build, lambda quick: input_shape, ())

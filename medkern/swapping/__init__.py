@@ -1,0 +1,7 @@
+"""medkern.swap, medkern.swap_report and medkern.verify: medkern for models users already have."""
+
+from .report import Left, SwapReport, Swapped
+from .swapper import swap, swap_report
+from .verification import Comparison, VerifyResult, verify
+
+__all__ = ["swap", "swap_report", "verify", "SwapReport", "Swapped", "Left", "VerifyResult", "Comparison"]

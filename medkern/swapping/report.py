@@ -1,0 +1,46 @@
+"""What medkern.swap did to a model: the patterns it fused and what it left, with reasons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Swapped:
+    """A pattern now run by medkern: the module paths it spans, in call order, and the block used."""
+
+    modules: tuple[str, ...]
+    block: str
+
+    def __str__(self) -> str:
+        return f"{self.block:<22} {' -> '.join(self.modules)}"
+
+
+@dataclass(frozen=True)
+class Left:
+    """Something swap did not fuse, and why: a pattern it could not fuse exactly, or an untraced module."""
+
+    modules: tuple[str, ...]
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{' -> '.join(self.modules) or '<model>'}: {self.reason}"
+
+
+@dataclass
+class SwapReport:
+    swapped: list[Swapped] = field(default_factory=list)
+    left: list[Left] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """How many patterns of each block were swapped."""
+        counts: dict[str, int] = {}
+        for entry in self.swapped:
+            counts[entry.block] = counts.get(entry.block, 0) + 1
+        return counts
+
+    def __str__(self) -> str:
+        lines = [f"medkern.swap: {len(self.swapped)} patterns swapped, {len(self.left)} left"]
+        lines += [f"  swapped  {entry}" for entry in self.swapped]
+        lines += [f"  left     {entry}" for entry in self.left]
+        return "\n".join(lines)

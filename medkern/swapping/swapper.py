@@ -1,0 +1,294 @@
+"""medkern.swap: run the supported patterns of an existing model on medkern, state untouched.
+
+Each module's own forward is traced with torch.fx (looking through nn.Sequential containers).
+In its graph, a chain of calls where each output feeds only the next call is a pattern:
+
+    Conv -> Norm [-> Act]              ConvNormAct           (1d/2d/3d; Batch/Instance/GroupNorm)
+    ConvTranspose -> Norm [-> Act]     ConvTransposeNormAct
+    Conv -> Act                        ConvAct
+    Norm -> Act                        NormAct
+    Linear -> Act                      LinearAct
+
+(activations as modules or as functional calls; Identity and Dropout(p=0) between them are
+skipped). The module's forward is replaced by the rewritten graph, which calls a medkern block
+sharing the original conv/norm modules: no parameter, buffer or key of the model changes, so
+checkpoints load both ways. nn.LSTM/GRU/RNN become medkern.nn.LSTM/GRU/RNN (subclasses that only
+replace forward). A module fx cannot trace keeps its forward; its children are still visited.
+"""
+
+from __future__ import annotations
+
+import copy
+from fnmatch import fnmatchcase
+from typing import Iterable, Optional, Union
+
+from torch import fx, nn
+
+from .. import nn as medkern_nn
+from .patterns import Act, Unsupported, has_hooks, is_no_op, is_norm, modifies_in_place, node_act, producer_kind
+from .report import Left, SwapReport, Swapped
+from .rewrite import SwappedForward, install
+from .tracer import NotTraceable, is_transparent, trace
+
+REPORT_ATTRIBUTE = "_medkern_swap_report"
+_RNN_BLOCKS = {nn.LSTM: medkern_nn.LSTM, nn.GRU: medkern_nn.GRU, nn.RNN: medkern_nn.RNN}
+
+
+class _Selector:
+    """include/exclude: module paths (or their parents), fnmatch patterns of paths, or block names."""
+
+    def __init__(self, include, exclude):
+        self.include = self._entries(include, "include")
+        self.exclude = self._entries(exclude, "exclude") or []
+
+    @staticmethod
+    def _entries(value, name) -> Optional[list[str]]:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [value]
+        entries = list(value)
+        if not all(isinstance(entry, str) for entry in entries):
+            raise TypeError(f"medkern.swap: {name} must be a string or an iterable of strings (module paths, "
+                            f"fnmatch patterns of paths, or block names such as 'ConvNormAct')")
+        return entries
+
+    @staticmethod
+    def _matches(entry: str, paths: tuple[str, ...], block: str) -> bool:
+        return entry.lower() == block.lower() or any(
+            path == entry or path.startswith(entry + ".") or fnmatchcase(path, entry) for path in paths)
+
+    def why_not(self, paths: tuple[str, ...], block: str) -> Optional[str]:
+        for entry in self.exclude:
+            if self._matches(entry, paths, block):
+                return f"excluded (exclude={entry!r})"
+        if self.include is not None and not any(self._matches(e, paths, block) for e in self.include):
+            return "not included (include=...)"
+        return None
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _plain_call(node: fx.Node, source: fx.Node) -> bool:
+    """node is a module call taking exactly ``source`` and nothing else."""
+    return node.op == "call_module" and node.args == (source,) and not node.kwargs
+
+
+def _takes_first(node: fx.Node, source: fx.Node) -> bool:
+    """node applies a function to ``source`` (its first argument, used nowhere else in the call)."""
+    rest = list(node.args[1:]) + list(node.kwargs.values())
+    return node.args[:1] == (source,) and all(arg is not source for arg in rest)
+
+
+class _Swapper:
+    def __init__(self, report: SwapReport, selector: _Selector, memory_saving: bool):
+        self.report, self.selector, self.memory_saving = report, selector, memory_saving
+        # modules whose output a traced caller overwrites in place (visited before them, top-down)
+        self.overwritten: set[int] = set()
+        self.visited: set[int] = set()  # a module registered under several names is swapped once
+
+    def visit(self, module: nn.Module, path: str) -> None:
+        if id(module) in self.visited:
+            return
+        self.visited.add(id(module))
+        if type(module) in _RNN_BLOCKS:
+            self._swap_rnn(module, path)
+            return
+        # torch's own modules hold no patterns of their own; medkern's run fused ops already
+        library = type(module).__module__.startswith(("torch.nn.", "medkern."))
+        traced = False
+        if not library or is_transparent(module):
+            try:
+                graph = trace(module)
+            except NotTraceable as error:
+                self.report.left.append(Left((path or "<model>",), str(error)))
+            else:
+                self._rewrite(module, path, graph)
+                traced = True
+        for child, child_path in self._children(module, path, traced):
+            self.visit(child, child_path)
+
+    def _children(self, module: nn.Module, path: str, traced: bool):
+        """Direct children; through the transparent containers the traced forward looked into."""
+        for name, child in module.named_children():
+            if traced and is_transparent(child):
+                yield from self._children(child, _join(path, name), True)
+            else:
+                yield child, _join(path, name)
+
+    def _swap_rnn(self, module: nn.Module, path: str) -> None:
+        block = _RNN_BLOCKS[type(module)]
+        reason = self.selector.why_not((path,), block.__name__)
+        if reason:
+            self.report.left.append(Left((path,), reason))
+            return
+        module.__class__ = block  # a subclass adding no state: same parameters, only forward changes
+        self.report.swapped.append(Swapped((path or "<model>",), f"medkern.nn.{block.__name__}"))
+
+    # --- patterns in one traced forward ---
+
+    def _rewrite(self, module: nn.Module, path: str, graph: fx.Graph) -> None:
+        modules = dict(module.named_modules())
+        fused: dict[str, nn.Module] = {}
+        for node in graph.nodes:
+            if node.op == "call_module" and any(modifies_in_place(u, node, modules) for u in node.users):
+                self.overwritten.add(id(modules[node.target]))
+        returned_overwritten = id(module) in self.overwritten
+        erased: set[fx.Node] = set()
+        for node in list(graph.nodes):
+            if node in erased or node.op != "call_module":
+                continue
+            target = modules.get(node.target)
+            if target is None or not (producer_kind(target) or is_norm(target)):
+                continue
+            pattern = self._pattern(node, modules, path)
+            if pattern is None:
+                continue
+            nodes, calls, block_class, build = pattern
+            paths = tuple(_join(path, n.target) for n in calls if n.op == "call_module")
+            block_name = block_class.__name__
+            reason = self.selector.why_not(paths, block_name)
+            if reason is None and any(has_hooks(modules[n.target]) for n in calls if n.op == "call_module"):
+                reason = "a module has hooks, which a fused call would skip"
+            # a block keeping its output for backward must not feed an in-place op
+            end = nodes[-1]
+            saving = self.memory_saving and not any(modifies_in_place(u, end, modules) for u in end.users) and not (
+                returned_overwritten and any(u.op == "output" for u in end.users))
+            block = None
+            if reason is None:
+                try:
+                    block = build(saving)
+                except (TypeError, ValueError) as error:
+                    reason = str(error)
+            if block is None:
+                self.report.left.append(Left(paths, reason))
+                continue
+            name = f"_medkern_fused_{len(fused)}"
+            fused[name] = block
+            with graph.inserting_after(nodes[-1]):
+                replacement = graph.call_module(name, (node.args[0],))
+            nodes[-1].replace_all_uses_with(replacement)
+            for old in reversed(nodes):
+                graph.erase_node(old)
+            erased.update(nodes)
+            self.report.swapped.append(Swapped(paths, block_name))
+        if fused:
+            install(module, graph, fused)
+
+    def _follow(self, node: fx.Node, modules: dict) -> tuple[Optional[fx.Node], list[fx.Node]]:
+        """(the one call consuming node's output, the no-op calls skipped on the way)."""
+        skipped = []
+        while len(node.users) == 1:
+            user = next(iter(node.users))
+            if _plain_call(user, node) and is_no_op(modules[user.target]):
+                skipped.append(user)
+                node = user
+                continue
+            return user, skipped
+        return None, skipped
+
+    def _act(self, node: fx.Node, source: fx.Node, modules: dict, paths_so_far: tuple, path: str):
+        """node's activation if it applies one to ``source`` exactly (else None, reporting why)."""
+        if node is None:
+            return None
+        act = node_act(node, modules)
+        if act is None:
+            return None
+        if (node.op == "call_module" and not _plain_call(node, source)) or not _takes_first(node, source):
+            return None
+        if isinstance(act, Unsupported):
+            label = _join(path, node.target) if node.op == "call_module" else f"{node.name} (functional)"
+            self.report.left.append(Left(paths_so_far + (label,), act.reason))
+            return None
+        return act
+
+    def _pattern(self, start: fx.Node, modules: dict, path: str):
+        """(nodes to replace, the calls they make, a builder of the fused block) or None."""
+        first = modules[start.target]
+        if len(start.args) != 1 or start.kwargs:
+            return None
+        kind = producer_kind(first) or "norm"
+        nodes, calls = [start], [start]
+        here = (_join(path, start.target),)
+        if len(start.users) > 1 and any(self._is_norm_or_act(u, modules) for u in start.users):
+            self.report.left.append(Left(here, "its output is also used elsewhere, so it must be kept"))
+            return None
+        nxt, skipped = self._follow(start, modules)
+        norm = None
+        if kind in ("conv", "conv_transpose") and nxt is not None and nxt.op == "call_module" \
+                and _plain_call(nxt, skipped[-1] if skipped else start) and is_norm(modules[nxt.target]):
+            norm = modules[nxt.target]
+            nodes += skipped + [nxt]
+            calls.append(nxt)
+            here += (_join(path, nxt.target),)
+            last = nxt
+            if len(nxt.users) > 1 and any(self._is_norm_or_act(u, modules) for u in nxt.users):
+                self.report.left.append(Left(here, "the norm's output is also used elsewhere"))
+            nxt, skipped = self._follow(nxt, modules)
+        else:
+            last = start
+        source = skipped[-1] if skipped else last
+        act = self._act(nxt, source, modules, here, path)
+        if act is not None:
+            nodes += skipped + [nxt]
+            calls.append(nxt)
+        name, alpha = (act.name, act.alpha) if act else ("linear", None)
+        if norm is not None:
+            conv = first
+            cls = medkern_nn.ConvNormAct if kind == "conv" else medkern_nn.ConvTransposeNormAct
+            return nodes, calls, cls, lambda saving: cls(conv, norm, name, alpha, saving)
+        if act is None or kind == "conv_transpose":
+            return None
+        if kind == "conv":
+            return nodes, calls, medkern_nn.ConvAct, lambda saving: medkern_nn.ConvAct(first, name, alpha)
+        if kind == "linear":
+            return nodes, calls, medkern_nn.LinearAct, lambda saving: medkern_nn.LinearAct(first, name, alpha)
+        return nodes, calls, medkern_nn.NormAct, lambda saving: medkern_nn.NormAct(first, name, alpha, saving)
+
+    @staticmethod
+    def _is_norm_or_act(node: fx.Node, modules: dict) -> bool:
+        if node.op == "call_module":
+            target = modules[node.target]
+            return is_norm(target) or isinstance(node_act(node, modules), (Act, Unsupported))
+        return isinstance(node_act(node, modules), (Act, Unsupported))
+
+
+def swap(model: nn.Module, inplace: bool = False, include: Union[str, Iterable[str], None] = None,
+         exclude: Union[str, Iterable[str], None] = None, memory_saving: bool = True) -> nn.Module:
+    """``model`` with every supported pattern run by medkern's fused ops (see the module docstring).
+
+    Args:
+        model: any torch.nn.Module (MONAI, torchvision, your own).
+        inplace: rewrite ``model`` itself (keeping its parameter objects, e.g. for an optimizer
+            already built) instead of a deep copy.
+        include, exclude: restrict the swap to (or exclude from it) patterns touching these module
+            paths (a path covers its submodules; fnmatch patterns such as ``"decoder.*"`` work) or
+            block names (``"ConvNormAct"``, ``"NormAct"``, ``"LinearAct"``, ``"LSTM"``, ...).
+        memory_saving: as ``medkern.nn.NormAct``'s; False keeps second-order gradients (R1, WGAN-GP).
+
+    Returns the swapped model; ``medkern.swap_report(result)`` says what was swapped and what was
+    left and why. Its ``state_dict`` has exactly the original's keys, shapes and values.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"medkern.swap: model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(inplace, bool) or not isinstance(memory_saving, bool):
+        raise TypeError("medkern.swap: inplace and memory_saving must be bools")
+    if REPORT_ATTRIBUTE in model.__dict__ or any(isinstance(m.__dict__.get("forward"), SwappedForward)
+                                                for m in model.modules()):
+        raise ValueError("medkern.swap: model was swapped already; swap the original model instead")
+    selector = _Selector(include, exclude)
+    target = model if inplace else copy.deepcopy(model)
+    report = SwapReport()
+    _Swapper(report, selector, memory_saving).visit(target, "")
+    object.__setattr__(target, REPORT_ATTRIBUTE, report)
+    return target
+
+
+def swap_report(model: nn.Module) -> SwapReport:
+    """What ``medkern.swap`` did to ``model`` (the model it returned)."""
+    report = model.__dict__.get(REPORT_ATTRIBUTE) if isinstance(model, nn.Module) else None
+    if report is None:
+        raise ValueError("medkern.swap_report: model was not returned by medkern.swap")
+    return report

@@ -1,0 +1,334 @@
+"""medkern.swap / swap_report / verify on small hand-written models: what is found, what is left
+and why, that state is untouched, and that the swapped model computes what the original does."""
+
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import medkern
+from medkern.swapping.rewrite import SwappedForward
+
+
+def blocks(model):
+    return medkern.swap_report(model).counts()
+
+
+def left_reasons(model):
+    return [str(entry) for entry in medkern.swap_report(model).left]
+
+
+def check_same_state(original, swapped):
+    a, b = original.state_dict(), swapped.state_dict()
+    assert list(a) == list(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+class Stem(nn.Module):
+    """Attributes used in sequence in forward, with functional activations."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.gn = nn.GroupNorm(2, 8)
+        self.conv3 = nn.Conv2d(8, 4, 1)
+        self.fc = nn.Linear(4, 6)
+
+    def forward(self, x):
+        x = F.leaky_relu(self.bn1(self.conv1(x)), 0.2)
+        x = self.gn(self.conv2(x)).relu()
+        x = torch.sigmoid(self.conv3(x))
+        return torch.tanh(self.fc(x.mean((2, 3))))
+
+
+def test_sequential_patterns_are_fused_with_state_and_keys_unchanged():
+    model = nn.Sequential(
+        nn.Conv3d(2, 8, 3, padding=1), nn.InstanceNorm3d(8, affine=True), nn.LeakyReLU(0.01),
+        nn.ConvTranspose3d(8, 4, 2, stride=2), nn.BatchNorm3d(4), nn.Dropout(0.0), nn.ReLU(),
+        nn.Conv3d(4, 4, 1), nn.SiLU(), nn.GroupNorm(2, 4), nn.ELU(0.5), nn.Flatten(), nn.Linear(4 * 8 ** 3, 3),
+        nn.GELU()).double()
+    swapped = medkern.swap(model)
+    assert blocks(swapped) == {"ConvNormAct": 1, "ConvTransposeNormAct": 1, "ConvAct": 1, "NormAct": 1, "LinearAct": 1}
+    report = medkern.swap_report(swapped)
+    assert report.swapped[0].modules == ("0", "1", "2")
+    assert report.swapped[1].modules == ("3", "4", "6")  # Dropout(p=0) is skipped inside the pattern
+    assert report.left == []
+    check_same_state(model, swapped)
+    assert [n for n, _ in swapped.named_modules()] == [n for n, _ in model.named_modules()]
+    x = torch.randn(2, 2, 4, 4, 4, dtype=torch.float64)
+    for train in (True, False):
+        result = medkern.verify(model, swapped, x, train=train)
+        assert result.ok and any(name.startswith("grad:") for name in result)
+    assert "forward" not in model.__dict__  # inplace=False: the original is untouched
+
+
+def test_attribute_patterns_and_functional_activations():
+    model = Stem().double()
+    swapped = medkern.swap(model)
+    assert blocks(swapped) == {"ConvNormAct": 2, "ConvAct": 1, "LinearAct": 1}
+    fused = swapped.__dict__
+    assert (fused["_medkern_fused_0"].act, fused["_medkern_fused_0"].alpha) == ("lrelu", 0.2)
+    assert fused["_medkern_fused_0"].conv is swapped.conv1 and fused["_medkern_fused_0"].norm is swapped.bn1
+    assert fused["_medkern_fused_1"].act == "relu" and fused["_medkern_fused_2"].act == "sigmoid"
+    assert fused["_medkern_fused_3"].act == "tanh"
+    x = torch.randn(3, 3, 7, 5, dtype=torch.float64)
+    medkern.verify(model, swapped, x, train=True)
+    medkern.verify(model, swapped, x, train=False)  # eval: the BatchNorm is folded into conv1
+
+
+def test_output_used_twice_is_left_and_reported():
+    class Branch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.act = nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU()
+
+        def forward(self, x):
+            y = self.bn(self.conv(x))
+            return self.act(y) + y
+
+    model = Branch().double()
+    swapped = medkern.swap(model)
+    # conv -> bn is still exact to fuse (the conv output feeds only the norm); the activation is not
+    assert blocks(swapped) == {"ConvNormAct": 1}
+    assert swapped.__dict__["_medkern_fused_0"].act == "linear"
+    assert any("also used elsewhere" in reason for reason in left_reasons(swapped))
+    medkern.verify(model, swapped, torch.randn(2, 2, 6, 6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("act, reason", [(nn.PReLU(), "PReLU"), (nn.GELU(approximate="tanh"), "GELU"),
+                                         (nn.Softplus(beta=2), "Softplus"), (nn.Hardswish(), "Hardswish")])
+def test_activation_without_an_exact_medkern_twin_is_left(act, reason):
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), act).double()
+    swapped = medkern.swap(model)
+    assert blocks(swapped) == {"ConvNormAct": 1}  # conv + norm, the activation runs as before
+    [left] = left_reasons(swapped)
+    assert left.startswith("0 -> 1 -> 2: ") and reason in left
+    medkern.verify(model, swapped, torch.randn(2, 2, 6, 6, dtype=torch.float64))
+
+
+def test_functional_activation_with_other_parameters_is_left():
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(2, 3, 3)
+
+        def forward(self, x):
+            return F.softplus(self.conv(x), beta=3.0)
+
+    swapped = medkern.swap(Model())
+    assert blocks(swapped) == {}
+    assert any("beta=3.0" in reason for reason in left_reasons(swapped))
+
+
+def test_modules_with_hooks_are_left():
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU())
+    calls = []
+    model[0].register_forward_hook(lambda module, args, output: calls.append(1))
+    swapped = medkern.swap(model)
+    assert blocks(swapped) == {}
+    assert any("hooks" in reason for reason in left_reasons(swapped))
+    swapped(torch.randn(1, 2, 5, 5))
+    assert calls == [1]
+
+
+def test_untraceable_module_keeps_its_forward_and_its_children_are_swapped():
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+
+        def forward(self, x):
+            if x.sum() > 0:  # fx cannot trace a branch on tensor values
+                return self.block(x)
+            return self.block(-x)
+
+    model = DataDependent().double()
+    swapped = medkern.swap(model)
+    assert blocks(swapped) == {"ConvNormAct": 1}
+    assert "forward" not in swapped.__dict__ and isinstance(swapped.block.__dict__["forward"], SwappedForward)
+    [left] = left_reasons(swapped)
+    assert left.startswith("<model>: torch.fx cannot trace")
+    medkern.verify(model, swapped, torch.randn(2, 2, 5, 5, dtype=torch.float64))
+
+
+def test_forward_reading_the_training_flag_is_left():
+    class ModeDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act = nn.Conv2d(2, 4, 3), nn.ReLU()
+
+        def forward(self, x):
+            y = self.act(self.conv(x))
+            return y * 2 if self.training else y
+
+    model = ModeDependent().double()
+    swapped = medkern.swap(model)
+    assert blocks(swapped) == {} and "train/eval mode" in left_reasons(swapped)[0]
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    for train in (True, False):
+        medkern.verify(model, swapped, x, train=train)
+
+
+def test_forward_branching_on_an_argument_is_left():
+    class OptionalSkip(nn.Module):  # like MONAI's UpCat: a trace would freeze one branch
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+            self.up = nn.Conv2d(2, 4, 1)
+
+        def forward(self, x, skip=None):
+            x = self.up(x)
+            if skip is not None and isinstance(skip, torch.Tensor):
+                x = x + skip
+            return self.convs(x)
+
+    model = OptionalSkip().double()
+    swapped = medkern.swap(model)
+    assert blocks(swapped) == {"ConvAct": 1}  # inside convs, traced on its own
+    assert "tests 'skip'" in left_reasons(swapped)[0]
+    x, skip = torch.randn(1, 2, 5, 5, dtype=torch.float64), torch.randn(1, 4, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(swapped(x, skip), model(x, skip))
+    torch.testing.assert_close(swapped(x), model(x))
+
+
+def test_block_feeding_an_in_place_op_does_not_keep_its_output():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.act = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.LeakyReLU(0.1)
+
+        def forward(self, x):
+            return self.act(self.bn(self.conv(x)))
+
+    class Parent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.Hardswish(inplace=True))
+            self.b = Block()
+
+        def forward(self, x):
+            y = self.b(self.a(x))
+            y.mul_(2)  # overwrites what b returns
+            return y
+
+    model = Parent().double()
+    swapped = medkern.swap(model)
+    # the parent's forward runs the Sequential's pattern: Hardswish(inplace=True) overwrites its output
+    assert swapped.__dict__["_medkern_fused_0"].memory_saving is False
+    # b's own forward returns its block's output, which the parent's mul_ overwrites
+    assert swapped.b.__dict__["_medkern_fused_0"].memory_saving is False
+    assert medkern.swap(nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.LeakyReLU(0.1))) \
+        .__dict__["_medkern_fused_0"].memory_saving is True
+    medkern.verify(model, swapped, torch.randn(2, 2, 6, 6, dtype=torch.float64))
+
+
+def test_include_and_exclude_select_patterns():
+    model = Stem()
+    # without ConvNormAct, the next pattern at each norm is its NormAct
+    assert blocks(medkern.swap(model, exclude="ConvNormAct")) == {"NormAct": 2, "ConvAct": 1, "LinearAct": 1}
+    assert blocks(medkern.swap(model, include=["conv3", "fc"])) == {"ConvAct": 1, "LinearAct": 1}
+    assert blocks(medkern.swap(model, exclude=["bn*"])) == {"ConvNormAct": 1, "ConvAct": 1, "LinearAct": 1}
+    excluded = medkern.swap(model, exclude="fc")
+    assert any(reason.endswith("excluded (exclude='fc')") for reason in left_reasons(excluded))
+    with pytest.raises(TypeError, match="medkern.swap: include must be a string or an iterable of strings"):
+        medkern.swap(model, include=[1])
+
+
+def test_recurrent_modules_become_medkern_modules():
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(3, 5, num_layers=2, batch_first=True, bidirectional=True)
+            self.head = nn.Sequential(nn.Linear(10, 4), nn.ReLU(), nn.Linear(4, 2))
+
+        def forward(self, x):
+            out, _ = self.lstm(x)
+            return self.head(out[:, -1])
+
+    model = Classifier().double()
+    swapped = medkern.swap(model)
+    assert type(swapped.lstm) is medkern.nn.LSTM
+    assert blocks(swapped) == {"medkern.nn.LSTM": 1, "LinearAct": 1}
+    check_same_state(model, swapped)
+    medkern.verify(model, swapped, torch.randn(3, 6, 3, dtype=torch.float64))
+    assert type(medkern.swap(nn.GRU(3, 4))) is medkern.nn.GRU
+    assert type(medkern.swap(model, exclude="lstm").lstm) is nn.LSTM
+
+
+def test_inplace_swap_keeps_parameter_objects():
+    model = Stem()
+    parameters = list(model.parameters())
+    assert medkern.swap(model, inplace=True) is model
+    assert all(a is b for a, b in zip(parameters, model.parameters()))
+    assert isinstance(model.__dict__["forward"], SwappedForward)
+
+
+def test_checkpoints_load_both_ways():
+    model, other = Stem(), Stem()
+    swapped = medkern.swap(model)
+    swapped.load_state_dict(other.state_dict(), strict=True)
+    check_same_state(other, swapped)
+    fresh = Stem()
+    fresh.load_state_dict(swapped.state_dict(), strict=True)
+    check_same_state(swapped, fresh)
+    x = torch.randn(2, 3, 6, 6)
+    torch.testing.assert_close(swapped.eval()(x), other.eval()(x))
+
+
+def test_swapped_model_pickles_copies_converts_and_compiles():
+    model = Stem().eval()  # eval: running the models leaves their state as it is
+    swapped = medkern.swap(model)
+    x = torch.randn(2, 3, 6, 6)
+    buffer = io.BytesIO()
+    torch.save(swapped, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    copied = copy.deepcopy(swapped)
+    for other in (loaded, copied):
+        assert other.forward.module is other and other.__dict__["_medkern_fused_0"].conv is other.conv1
+        torch.testing.assert_close(other(x), model(x))
+    assert medkern.swap_report(loaded).counts() == blocks(swapped)
+    # .double() replaces buffers (running statistics): the forward looks them up live
+    converted, reference = copy.deepcopy(swapped).double().eval(), copy.deepcopy(model).double().eval()
+    torch.testing.assert_close(converted(x.double()), reference(x.double()))
+    compiled = torch.compile(swapped, fullgraph=True)
+    torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_bad_calls():
+    with pytest.raises(TypeError, match="medkern.swap: model must be a torch.nn.Module"):
+        medkern.swap("resnet")
+    with pytest.raises(TypeError, match="medkern.swap: inplace and memory_saving must be bools"):
+        medkern.swap(Stem(), inplace=1)
+    swapped = medkern.swap(Stem())
+    with pytest.raises(ValueError, match="medkern.swap: model was swapped already"):
+        medkern.swap(swapped)
+    with pytest.raises(ValueError, match="medkern.swap_report: model was not returned by medkern.swap"):
+        medkern.swap_report(Stem())
+
+
+def test_verify_catches_a_wrong_swap_and_mismatched_state():
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.LeakyReLU(0.2)).double()
+    swapped = medkern.swap(model)
+    swapped.__dict__["_medkern_fused_0"].alpha = 0.21  # a subtly wrong fused block
+    x = torch.randn(2, 2, 6, 6, dtype=torch.float64)
+    with pytest.raises(AssertionError, match=r"output\[0\]: max error"):
+        medkern.verify(model, swapped, x)
+    with pytest.raises(ValueError, match="medkern.verify: the state_dicts differ"):
+        medkern.verify(model, nn.Sequential(nn.Conv2d(2, 4, 3)), x)
+    with pytest.raises(TypeError, match="medkern.verify: dtype must be one of"):
+        medkern.verify(model, model, x, dtype=torch.int32)
+
+
+def test_verify_in_float32_is_judged_against_float64():
+    model = nn.Sequential(nn.Conv2d(2, 8, 3), nn.GroupNorm(4, 8), nn.SiLU(), nn.Conv2d(8, 2, 1))
+    result = medkern.verify(model, medkern.swap(model), torch.randn(2, 2, 9, 9), dtype=torch.float32)
+    name, worst = result.worst()
+    assert 0 < worst.fraction <= 1 and "grad:0.weight" in result
+    assert model[0].weight.dtype == torch.float32  # the models passed in are not converted
