@@ -17,6 +17,7 @@ import torch
 from . import activations, backend, tolerances
 from .testing import bias_act as bias_act_testing
 from .testing import minibatch_stddev as minibatch_stddev_testing
+from .testing import modules as modules_testing
 from .testing import modulate_weight as modulate_weight_testing
 from .testing import norm_act as norm_act_testing
 from .testing import pixel_norm as pixel_norm_testing
@@ -158,6 +159,11 @@ def _modulate_weight_outputs(case, dtype, device, backend_name):
     return modulate_weight_testing.worst(got, modulate_weight_testing.oracle(case, weight, styles), dtype)
 
 
+def _modules_outputs(case, dtype, device, backend_name):
+    with backend.use_backend(backend_name):
+        return modules_testing.outputs(case, dtype, device)
+
+
 def _by_id(case) -> str:
     return case.id
 
@@ -180,14 +186,18 @@ CHECKS: dict[str, Callable[..., list[Result]]] = {
     "minibatch_stddev": _checker("minibatch_stddev", minibatch_stddev_testing.CASES, _by_id,
                                  _minibatch_stddev_outputs),
     "modulate_weight": _checker("modulate_weight", modulate_weight_testing.CASES, _by_id, _modulate_weight_outputs),
+    # the drop-in modules, as medkern.swap puts them into torch models (medkern.verify's comparison)
+    "modules": _checker("modules", modules_testing.CASES, _by_id, _modules_outputs),
 }
+# the op whose kernels decide whether a backend can run a check (the modules run conv_act/norm_act)
+_KERNELS_OF = {"modules": "norm_act"}
 
 
 def run_check(devices=None, backends=None, dtypes=DTYPES, ops: Optional[Iterable[str]] = None):
     """(results, skipped (op, device, backend, reason))."""
     results, skipped = [], []
     for op in ops or CHECKS:
-        runnable, not_here = targets(devices, backends, op)
+        runnable, not_here = targets(devices, backends, _KERNELS_OF.get(op, op))
         skipped += [(op, *entry) for entry in not_here]
         for device, name in runnable:
             results += CHECKS[op](device, name, dtypes)

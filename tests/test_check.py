@@ -57,6 +57,18 @@ def test_check_catches_a_wrong_kernel_of_every_op(monkeypatch, op, testing, targ
     assert "bias_act" not in out.split("FAILED")[0]
 
 
+def test_check_of_the_modules_catches_a_wrong_fused_block(monkeypatch):
+    import medkern.nn.norm_act as norm_act_module
+
+    real = norm_act_module.norm_act
+    monkeypatch.setattr(norm_act_module, "norm_act", lambda *args, **kwargs: real(*args, **kwargs) * 1.001)
+    code, out = _run_cli("--device", "cpu", "--backend", "cpu", "--dtype", "float64", "--op", "modules")
+    assert code == 1
+    assert "modules      cpu    cpu       float64" in out and "FAIL" in out
+    assert "conv2d-batchnorm-lrelu: output[0]: error" in out
+    assert "conv2d-sigmoid" not in out.split("FAILED")[1]  # no norm in it: still passes
+
+
 def test_check_fails_when_a_kernel_is_wrong(monkeypatch):
     real_run = bias_act_testing.run
 

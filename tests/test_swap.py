@@ -3,6 +3,7 @@ and why, that state is untouched, and that the swapped model computes what the o
 
 import copy
 import io
+import random
 
 import pytest
 import torch
@@ -191,10 +192,140 @@ def test_forward_branching_on_an_argument_is_left():
     model = OptionalSkip().double()
     swapped = medkern.swap(model)
     assert blocks(swapped) == {"ConvAct": 1}  # inside convs, traced on its own
-    assert "tests 'skip'" in left_reasons(swapped)[0]
+    assert left_reasons(swapped)[0] == "<model>: forward tests whether 'skip' is None"
     x, skip = torch.randn(1, 2, 5, 5, dtype=torch.float64), torch.randn(1, 4, 5, 5, dtype=torch.float64)
     torch.testing.assert_close(swapped(x, skip), model(x, skip))
     torch.testing.assert_close(swapped(x), model(x))
+
+
+def _add_skip(y, skip):  # a module-level helper a forward calls
+    return y + skip if isinstance(skip, torch.Tensor) else y
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.head = nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1)
+
+
+class _NoGrad(_Block):
+    def forward(self, x):
+        y = torch.relu(self.bn(self.conv(x)))
+        with torch.no_grad():
+            return self.head(y)
+
+
+class _NoGradHelper(_Block):
+    @torch.no_grad()
+    def _head(self, y):
+        return self.head(y)
+
+    def forward(self, x):
+        return self._head(torch.relu(self.bn(self.conv(x))))
+
+
+class _Random(_Block):  # stochastic depth with Python's random
+    def forward(self, x):
+        y = torch.relu(self.bn(self.conv(x)))
+        return y if random.random() < 0.5 else self.head(y)
+
+
+class _Helper(_Block):
+    def forward(self, x):
+        return _add_skip(self.head(torch.relu(self.bn(self.conv(x)))), x.repeat(1, 2, 1, 1))
+
+
+@pytest.mark.parametrize("cls, reason", [
+    (_NoGrad, "forward enters a grad-mode or autocast context"),
+    (_NoGradHelper, "enters a grad-mode or autocast context"),
+    (_Random, "forward reads 'random'"),
+    (_Helper, "_add_skip tests 'skip' with isinstance()")])
+def test_forward_whose_trace_would_freeze_python_behaviour_is_left(cls, reason):
+    model = cls().double()
+    swapped = medkern.swap(model)
+    assert blocks(swapped) == {} and "forward" not in swapped.__dict__
+    assert reason in left_reasons(swapped)[0]
+
+
+def test_forward_with_keyword_only_or_variadic_parameters_is_left():
+    class Variadic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act = nn.Conv2d(2, 4, 3), nn.ReLU()
+
+        def forward(self, x, *extra, scale=1.0):
+            return self.act(self.conv(x)) * scale
+
+    swapped = medkern.swap(Variadic())
+    assert blocks(swapped) == {} and "keyword-only or variadic" in left_reasons(swapped)[0]
+
+
+def test_python_attribute_changed_after_the_swap_runs_the_original_forward():
+    class FadeIn(nn.Module):  # ProGAN's fade-in: alpha is read as a constant by the trace
+        def __init__(self):
+            super().__init__()
+            self.conv, self.alpha = nn.Conv2d(2, 2, 3, padding=1), 0.25
+
+        def forward(self, x):
+            return self.alpha * F.leaky_relu(self.conv(x), 0.2) + (1 - self.alpha) * x
+
+    model = FadeIn().double()
+    swapped = medkern.swap(model)
+    assert blocks(swapped) == {"ConvAct": 1}
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(swapped(x), model(x))
+    model.alpha = swapped.alpha = 0.75
+    torch.testing.assert_close(swapped(x), model(x))
+
+
+def test_hooks_added_after_the_swap_or_on_skipped_modules_are_called():
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Identity(), nn.ReLU())
+    calls = []
+    model[1].register_forward_hook(lambda *args: calls.append("identity"))
+    swapped = medkern.swap(model)
+    assert blocks(swapped) == {}  # the hook on the skipped Identity keeps the pattern unfused
+    plain = medkern.swap(nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU()))
+    assert blocks(plain) == {"ConvAct": 1}
+    plain[0].register_forward_hook(lambda *args: calls.append("conv"))
+    x = torch.randn(1, 2, 5, 5)
+    swapped(x), plain(x)
+    assert calls == ["identity", "conv"]
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda module, *args: calls.append(type(module)))
+    try:
+        medkern.swap(nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU()))(x)
+    finally:
+        handle.remove()
+    assert nn.Conv2d in calls  # a global hook sees every module, as without the swap
+
+
+def test_subclassed_activation_is_not_taken_for_its_base():
+    class ScaledLReLU(nn.LeakyReLU):
+        def forward(self, x):
+            return super().forward(x) * 2 ** 0.5
+
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), ScaledLReLU(0.2)).double()
+    swapped = medkern.swap(model)
+    assert blocks(swapped) == {} and "ScaledLReLU" in left_reasons(swapped)[0]
+    medkern.verify(model, swapped, torch.randn(1, 2, 5, 5, dtype=torch.float64))
+
+
+def test_eval_batchnorm_fold_follows_weights_updated_through_data_and_mixed_precision():
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    swapped = medkern.swap(model)
+    x = torch.randn(2, 2, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(swapped(x), model(x))
+        for module in (model, swapped):
+            for p in module.parameters():
+                p.data.mul_(0.5)  # an EMA teacher's update: no version counter bump
+        torch.testing.assert_close(swapped(x), model(x))
+    with torch.inference_mode():
+        torch.testing.assert_close(swapped(x), model(x))
+    model[0].to(torch.bfloat16), swapped[0].to(torch.bfloat16)  # the BatchNorm stays float32
+    xb = x.to(torch.bfloat16)
+    with torch.no_grad():
+        expected = model[2](model[1](model[0](xb).float()))
+        torch.testing.assert_close(swapped(xb).float(), expected, rtol=2e-2, atol=2e-2)
 
 
 def test_block_feeding_an_in_place_op_does_not_keep_its_output():
@@ -223,9 +354,16 @@ def test_block_feeding_an_in_place_op_does_not_keep_its_output():
     assert swapped.__dict__["_medkern_fused_0"].memory_saving is False
     # b's own forward returns its block's output, which the parent's mul_ overwrites
     assert swapped.b.__dict__["_medkern_fused_0"].memory_saving is False
-    assert medkern.swap(nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.LeakyReLU(0.1))) \
-        .__dict__["_medkern_fused_0"].memory_saving is True
     medkern.verify(model, swapped, torch.randn(2, 2, 6, 6, dtype=torch.float64))
+    # a block feeding a convolution keeps its output (which the convolution keeps anyway); a block
+    # whose output leaves the forward keeps its input, since the caller may overwrite the output
+    chain = medkern.swap(nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.LeakyReLU(0.1),
+                                       nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)))
+    assert chain.__dict__["_medkern_fused_0"].memory_saving is True
+    assert chain.__dict__["_medkern_fused_1"].memory_saving is False
+    out = chain(torch.randn(2, 2, 6, 6))
+    out /= 2  # the caller's in-place op: backward still works
+    out.sum().backward()
 
 
 def test_include_and_exclude_select_patterns():
@@ -324,6 +462,14 @@ def test_verify_catches_a_wrong_swap_and_mismatched_state():
         medkern.verify(model, nn.Sequential(nn.Conv2d(2, 4, 3)), x)
     with pytest.raises(TypeError, match="medkern.verify: dtype must be one of"):
         medkern.verify(model, model, x, dtype=torch.int32)
+
+
+def test_verify_leaves_inputs_alone_and_compares_input_gradients():
+    model = nn.Sequential(nn.ELU(inplace=True), nn.Conv2d(2, 4, 3), nn.ReLU()).double()
+    x = torch.randn(2, 2, 6, 6, dtype=torch.float64)
+    before = x.clone()
+    result = medkern.verify(model, medkern.swap(model), x)
+    assert torch.equal(x, before) and "grad:input[0]" in result
 
 
 def test_verify_in_float32_is_judged_against_float64():

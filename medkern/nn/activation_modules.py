@@ -15,23 +15,24 @@ def act_from_module(module: Optional[nn.Module], owner: str) -> tuple[str, Optio
     None and nn.Identity are "linear". Anything medkern cannot compute exactly (e.g. GELU's tanh
     approximation, a Softplus with another beta) raises a ValueError naming ``owner``.
     """
-    if module is None or isinstance(module, nn.Identity):
+    # exact types: a subclass may override forward (e.g. a LeakyReLU scaled by sqrt(2))
+    kind = type(module)
+    if module is None or kind is nn.Identity:
         return "linear", None
-    if isinstance(module, nn.LeakyReLU):
+    if kind is nn.LeakyReLU:
         return "lrelu", float(module.negative_slope)
-    if isinstance(module, nn.ELU):
+    if kind is nn.ELU:
         return "elu", float(module.alpha)
-    if isinstance(module, nn.GELU):
+    if kind is nn.GELU:
         if module.approximate == "none":
             return "gelu", None
-    elif isinstance(module, nn.Softplus):
+    elif kind is nn.Softplus:
         if module.beta == 1 and module.threshold == activations.SOFTPLUS_THRESHOLD:
             return "softplus", None
     else:
         simple = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.SELU: "selu", nn.SiLU: "silu"}
-        for cls, name in simple.items():
-            if type(module) is cls:
-                return name, None
+        if kind in simple:
+            return simple[kind], None
     raise ValueError(f"{owner}: no medkern activation computes {module!r} exactly")
 
 

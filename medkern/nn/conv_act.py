@@ -9,8 +9,9 @@ Only the forward changes:
 - ConvNormAct, training (or instance/group norm): the convolution, then the fused
   ``medkern.ops.norm_act``, which keeps one tensor for backward instead of torch's three.
 - ConvNormAct with a BatchNorm in eval mode: the norm is folded into the convolution's weight
-  and bias (one conv_act call); the folded weights are cached and recomputed when any of the
-  parameters or running statistics changes (tracked by their version counters).
+  and bias (one conv_act call), on every call: an elementwise pass over the weights, small next
+  to the convolution, and never stale (weights updated through ``.data``, an EMA teacher, or
+  tensors made under inference_mode would defeat a cache keyed on version counters).
 """
 
 from __future__ import annotations
@@ -58,30 +59,6 @@ def _fold_scale(norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
     if norm.bias is not None:
         shift = shift + norm.bias
     return scale, shift
-
-
-class _FoldCache:
-    """The folded (weight, bias) of a conv + eval BatchNorm, kept while its inputs are unchanged."""
-
-    def __init__(self):
-        self.key = None
-        self.value = None
-
-    @staticmethod
-    def _key(tensors) -> tuple:
-        return tuple((t.data_ptr(), t._version, t.dtype, t.device) if t is not None else None for t in tensors)
-
-    def get(self, tensors, compute):
-        # with autograd recording (fine-tuning in eval mode) or under torch.compile, fold afresh
-        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
-                t is not None and t.requires_grad for t in tensors)):
-            return compute()
-        key = self._key(tensors)
-        if key != self.key:
-            with torch.no_grad():
-                self.value = compute()
-            self.key = key
-        return self.value
 
 
 class ConvAct(nn.Module):
@@ -150,7 +127,6 @@ class _ConvNormActBase(nn.Module):
         self.conv, self.norm = conv, norm
         self.act, self.alpha = check_act(act, alpha, owner)
         self.memory_saving = memory_saving
-        self._fold = _FoldCache()
 
     @classmethod
     def from_torch(cls, conv: nn.Module, norm: nn.Module, act: Optional[nn.Module] = None, memory_saving: bool = True):
@@ -167,14 +143,13 @@ class _ConvNormActBase(nn.Module):
         return isinstance(norm, _BatchNorm) and not norm.training and norm.running_mean is not None
 
     def _folded(self):
-        conv, norm = self.conv, self.norm
-        tensors = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
-        return self._fold.get(tensors, self._compute_fold)
-
-    def _compute_fold(self):
+        """(weight, bias) of the convolution with the eval-mode BatchNorm folded in, in the conv's
+        dtype (a BatchNorm kept in float32 next to a half convolution folds in float32 first)."""
+        conv = self.conv
         scale, shift = _fold_scale(self.norm)
-        bias = shift if self.conv.bias is None else self.conv.bias * scale + shift
-        return self._scale_weight(self.conv.weight, scale), bias
+        bias = shift if conv.bias is None else conv.bias * scale + shift
+        weight = self._scale_weight(conv.weight, scale)
+        return weight.to(conv.weight.dtype), bias.to(conv.weight.dtype)
 
     def extra_repr(self) -> str:
         return f"act={self.act!r}" + ("" if self.alpha is None else f", alpha={self.alpha}")

@@ -2,6 +2,6 @@
 
 from .report import Left, SwapReport, Swapped
 from .swapper import swap, swap_report
-from .verification import Comparison, VerifyResult, verify
+from .verification import Comparison, VerifyResult, compare, verify
 
-__all__ = ["swap", "swap_report", "verify", "SwapReport", "Swapped", "Left", "VerifyResult", "Comparison"]
+__all__ = ["swap", "swap_report", "verify", "compare", "SwapReport", "Swapped", "Left", "VerifyResult", "Comparison"]

@@ -9,7 +9,6 @@ is named with the reason, so the report can say why it was left.
 from __future__ import annotations
 
 import inspect
-import operator
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -106,12 +105,13 @@ def _functional_act(node: fx.Node) -> Union[Act, Unsupported, None]:
 
 def module_act(module: nn.Module) -> Union[Act, Unsupported, None]:
     """The activation a module computes: Act, Unsupported (an activation medkern lacks), or None."""
-    if isinstance(module, nn.Identity):
+    if type(module) is nn.Identity:
         return None
     try:
         name, alpha = act_from_module(module, "medkern.swap")
     except ValueError:
-        if type(module).__module__ == "torch.nn.modules.activation":
+        if isinstance(module, nn.Module) and any(cls.__module__ == "torch.nn.modules.activation"
+                                                 for cls in type(module).__mro__):
             return Unsupported(f"{type(module).__name__}: no medkern activation computes it exactly")
         return None
     return Act(name, alpha)
@@ -152,21 +152,19 @@ def node_act(node: fx.Node, modules: dict) -> Union[Act, Unsupported, None]:
     return None
 
 
-_IN_PLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ipow}
+# torch modules whose output is a new tensor computed from their input, never a view of it or the
+# input itself, and which never write to it
+_NON_ALIASING = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm,
+                 nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+                 nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd, nn.Upsample)
 
 
-def modifies_in_place(node: fx.Node, source: fx.Node, modules: dict) -> bool:
-    """node overwrites ``source`` (its first argument) in place: a fused block keeping its output for
-    backward (memory_saving) must not feed it."""
-    if node.args[:1] != (source,):
+def consumes_without_aliasing(node: fx.Node, modules: dict) -> bool:
+    """node is a torch module call that reads its input and returns a new tensor: a fused block
+    feeding only such calls may keep its output for backward (nothing can overwrite it)."""
+    if node.op != "call_module":
         return False
-    if node.op == "call_module":
-        return getattr(modules[node.target], "inplace", False) is True
-    if node.op == "call_method":
-        return node.target.endswith("_") and not node.target.endswith("__")
-    if node.op == "call_function":
-        if node.target in _IN_PLACE_OPERATORS or getattr(node.target, "__name__", "").endswith("_"):
-            return True
-        arguments = _bound_arguments(node.target, node.args, node.kwargs) or dict(node.kwargs)
-        return arguments.get("inplace") is True
-    return False
+    module = modules[node.target]
+    if not type(module).__module__.startswith("torch.nn.") or getattr(module, "inplace", False):
+        return False
+    return isinstance(module, _NON_ALIASING) or type(module).__module__ == "torch.nn.modules.activation"

@@ -25,7 +25,8 @@ from typing import Iterable, Optional, Union
 from torch import fx, nn
 
 from .. import nn as medkern_nn
-from .patterns import Act, Unsupported, has_hooks, is_no_op, is_norm, modifies_in_place, node_act, producer_kind
+from .patterns import (Act, Unsupported, consumes_without_aliasing, has_hooks, is_no_op, is_norm, node_act,
+                       producer_kind)
 from .report import Left, SwapReport, Swapped
 from .rewrite import SwappedForward, install
 from .tracer import NotTraceable, is_transparent, trace
@@ -85,8 +86,6 @@ def _takes_first(node: fx.Node, source: fx.Node) -> bool:
 class _Swapper:
     def __init__(self, report: SwapReport, selector: _Selector, memory_saving: bool):
         self.report, self.selector, self.memory_saving = report, selector, memory_saving
-        # modules whose output a traced caller overwrites in place (visited before them, top-down)
-        self.overwritten: set[int] = set()
         self.visited: set[int] = set()  # a module registered under several names is swapped once
 
     def visit(self, module: nn.Module, path: str) -> None:
@@ -132,10 +131,6 @@ class _Swapper:
     def _rewrite(self, module: nn.Module, path: str, graph: fx.Graph) -> None:
         modules = dict(module.named_modules())
         fused: dict[str, nn.Module] = {}
-        for node in graph.nodes:
-            if node.op == "call_module" and any(modifies_in_place(u, node, modules) for u in node.users):
-                self.overwritten.add(id(modules[node.target]))
-        returned_overwritten = id(module) in self.overwritten
         erased: set[fx.Node] = set()
         for node in list(graph.nodes):
             if node in erased or node.op != "call_module":
@@ -150,12 +145,11 @@ class _Swapper:
             paths = tuple(_join(path, n.target) for n in calls if n.op == "call_module")
             block_name = block_class.__name__
             reason = self.selector.why_not(paths, block_name)
-            if reason is None and any(has_hooks(modules[n.target]) for n in calls if n.op == "call_module"):
+            if reason is None and any(has_hooks(modules[n.target]) for n in nodes if n.op == "call_module"):
                 reason = "a module has hooks, which a fused call would skip"
-            # a block keeping its output for backward must not feed an in-place op
-            end = nodes[-1]
-            saving = self.memory_saving and not any(modifies_in_place(u, end, modules) for u in end.users) and not (
-                returned_overwritten and any(u.op == "output" for u in end.users))
+            # a block keeping its output for backward must feed only calls that cannot overwrite it
+            # (not an in-place op, not a caller that gets it back: it is kept only inside the graph)
+            saving = self.memory_saving and all(consumes_without_aliasing(u, modules) for u in nodes[-1].users)
             block = None
             if reason is None:
                 try:
@@ -175,7 +169,9 @@ class _Swapper:
             erased.update(nodes)
             self.report.swapped.append(Swapped(paths, block_name))
         if fused:
-            install(module, graph, fused)
+            bypassed = [modules[n.target] for n in erased if n.op == "call_module"]
+            bypassed += [m for _, m in module.named_modules() if m is not module and is_transparent(m)]
+            install(module, graph, fused, list({id(m): m for m in bypassed}.values()))
 
     def _follow(self, node: fx.Node, modules: dict) -> tuple[Optional[fx.Node], list[fx.Node]]:
         """(the one call consuming node's output, the no-op calls skipped on the way)."""

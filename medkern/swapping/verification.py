@@ -47,15 +47,23 @@ class VerifyResult(dict):
 
 
 def _step(model: nn.Module, inputs: tuple, seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Outputs, parameter gradients (after backpropagating a seeded random cotangent) and buffers."""
-    cast = lambda t: t.detach().to(dtype) if t.is_floating_point() else t.detach().clone()  # noqa: E731
-    inputs = tree_map(lambda t: cast(t) if isinstance(t, torch.Tensor) else t, inputs)
-    devices = [t.device for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor) and t.is_cuda]
-    grad = any(p.requires_grad for p in model.parameters())
+    """Outputs, gradients (after backpropagating a seeded random cotangent) of the parameters and
+    of the floating-point inputs, and buffers. The inputs are copies: the caller's stay as they are."""
+    leaves = []
+
+    def copied(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        if not t.is_floating_point():
+            return t.detach().clone()
+        leaves.append(t.detach().to(dtype).clone().requires_grad_())
+        return leaves[-1].clone()  # not the leaf itself: an in-place first layer may write to it
+
+    inputs = tree_map(copied, inputs)
+    devices = [t.device for t in leaves if t.is_cuda]
     with torch.random.fork_rng(devices=devices[:1]):  # dropout draws the same masks in every run
         torch.manual_seed(seed)
-        with torch.set_grad_enabled(grad):
-            outputs = [t for t in tree_flatten(model(*inputs))[0] if isinstance(t, torch.Tensor)]
+        outputs = [t for t in tree_flatten(model(*inputs))[0] if isinstance(t, torch.Tensor)]
     generator = torch.Generator().manual_seed(seed)
     terms = []
     for t in outputs:
@@ -66,6 +74,7 @@ def _step(model: nn.Module, inputs: tuple, seed: int, dtype: torch.dtype) -> dic
     if terms:
         torch.stack(terms).sum().backward()
     values = {f"output[{i}]": t.detach() for i, t in enumerate(outputs)}
+    values.update({f"grad:input[{i}]": t.grad for i, t in enumerate(leaves) if t.grad is not None})
     values.update({f"grad:{name}": p.grad for name, p in model.named_parameters() if p.grad is not None})
     values.update({f"buffer:{name}": b for name, b in model.named_buffers()})
     return values
@@ -74,7 +83,7 @@ def _step(model: nn.Module, inputs: tuple, seed: int, dtype: torch.dtype) -> dic
 def _compare(actual: torch.Tensor, expected: torch.Tensor, original: torch.Tensor, kind: str,
              dtype: torch.dtype) -> Comparison:
     """actual vs expected, normwise: within the table, widened by the original's own error."""
-    if actual.shape != expected.shape:
+    if actual.shape != expected.shape or actual.dtype != original.dtype:
         return Comparison(float("inf"), float("inf"))
     if not expected.is_floating_point():
         equal = torch.equal(actual, expected)
@@ -91,28 +100,38 @@ def _compare(actual: torch.Tensor, expected: torch.Tensor, original: torch.Tenso
 
 def verify(original: nn.Module, swapped: nn.Module, *inputs, train: bool = True, seed: int = 0,
            dtype: torch.dtype = torch.float64) -> VerifyResult:
+    """``compare``, raising AssertionError naming every tensor that differs beyond the tolerance.
+
+    See ``compare`` for what runs and how it is judged.
+    """
+    result = compare(original, swapped, *inputs, train=train, seed=seed, dtype=dtype)
+    if not result.ok:
+        raise AssertionError(str(result))
+    return result
+
+
+def compare(original: nn.Module, swapped: nn.Module, *inputs, train: bool = True, seed: int = 0,
+            dtype: torch.dtype = torch.float64) -> VerifyResult:
     """Compares ``swapped`` (e.g. from ``medkern.swap``) with ``original`` on ``inputs``.
 
     Both run on deep copies (the models passed in are not changed) converted to ``dtype`` (floating
     inputs too), with the original's weights loaded into the swapped copy, in training mode
-    (``train=True``) or eval mode, with the same random seed (dropout masks match).
+    (``train=True``) or eval mode, with the same random seed (dropout masks match). A fixed random
+    cotangent of every floating-point output is backpropagated. Outputs (with their dtypes),
+    gradients of the parameters and of the floating-point inputs, and buffers after the step
+    (running statistics) are compared tensor by tensor, normwise:
+    ``||swapped - expected|| <= rtol ||expected|| + atol sqrt(numel) + TORCH_ERROR_FACTOR
+    ||original - expected||``, (rtol, atol) from ``medkern.tolerances`` (family ``"swapped_model"``).
 
-    The default, float64, is the exact check: the kernels then agree with torch to ~1e-12, and
-    rounding cannot move a value across a kink (ReLU at 0, a max-pool tie), where one rounding
-    difference changes one element's gradient by a finite amount. In float32 or a half type the
-    check is a looser sanity check of the model as it will run. A fixed random cotangent of every floating-point output is
-    backpropagated. Outputs, parameter gradients and buffers after the step (running statistics)
-    are compared tensor by tensor, normwise: ``||swapped - expected|| <= rtol ||expected|| +
-    atol sqrt(numel) + TORCH_ERROR_FACTOR ||original - expected||`` with (rtol, atol) from
-    ``medkern.tolerances`` (family ``"swapped_model"``). For a float64 model ``expected`` is the
-    original's result (the last term is 0); for float32 and half models it is the original run in
-    float64, so the swapped model may err a few times as much as torch itself. Normwise, because
-    a whole model has kinks (ReLU at 0, max-pool ties) where one rounding difference moves one
-    element's gradient by a finite amount; the norm still catches any systematic difference.
+    The default, float64, is the exact check: ``expected`` is the original's result (the last term
+    is 0), the kernels agree with torch to ~1e-12, and rounding cannot move a value across a kink
+    (ReLU at 0, a max-pool tie), where one rounding difference changes one element's gradient by a
+    finite amount. In float32 or a half type ``expected`` is the original run in float64, and the
+    swapped model may err a few times as much as torch itself: a sanity check of the model as it
+    will run. Normwise, because of those kinks; the norm still catches any systematic difference.
 
-    Returns a VerifyResult (name -> Comparison); raises AssertionError naming every tensor that
-    differs beyond the tolerance, or ValueError if the two state_dicts do not have the same keys
-    and shapes.
+    Returns a VerifyResult (name -> Comparison); raises ValueError if the two state_dicts do not
+    have the same keys and shapes.
     """
     for name, model in (("original", original), ("swapped", swapped)):
         if not isinstance(model, nn.Module):
@@ -138,13 +157,12 @@ def verify(original: nn.Module, swapped: nn.Module, *inputs, train: bool = True,
     # passes where it is within the table or within a few times torch's own error, since sums that
     # cancel (a conv bias before instance norm has a zero gradient) are noise in both
     oracle = original_run if oracle_model is None else _step(oracle_model, inputs, seed, torch.float64)
-    if set(original_run) != set(swapped_run):
-        raise AssertionError(f"medkern.verify: the models produce different outputs or gradients: "
-                             f"{sorted(set(original_run) ^ set(swapped_run))[:5]}")
     result = VerifyResult()
+    for name in sorted(set(original_run) ^ set(swapped_run)):  # an output or gradient only one model has
+        result[name] = Comparison(float("inf"), float("inf"))
     for name, expected in oracle.items():
+        if name not in swapped_run or name not in original_run:
+            continue
         kind = "grad" if name.startswith("grad:") else "forward"
         result[name] = _compare(swapped_run[name], expected, original_run[name], kind, dtype)
-    if not result.ok:
-        raise AssertionError(str(result))
     return result

@@ -71,6 +71,20 @@ def _resnet18(quick: bool) -> nn.Module:
     return resnet18(num_classes=10)
 
 
+class SignalClassifier(nn.Module):
+    """An LSTM classifier of multichannel signals (e.g. 12-lead ECG): 2 bidirectional layers, then an
+    MLP head on the last step, written in plain torch as a user would."""
+
+    def __init__(self, leads: int = 12, hidden: int = 128, classes: int = 5):
+        super().__init__()
+        self.lstm = nn.LSTM(leads, hidden, num_layers=2, batch_first=True, bidirectional=True)
+        self.head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+    def forward(self, signals: torch.Tensor) -> torch.Tensor:
+        features, _ = self.lstm(signals)
+        return self.head(features[:, -1])
+
+
 CASES = (
     _swapped_step_case(
         "dynunet_step", "MONAI DynUNet (3D, nnU-Net configuration: 5 levels, 32-320 filters, instance norm, "
@@ -82,6 +96,11 @@ CASES = (
         "resnet18_step", "torchvision ResNet-18, batch 16 x 3 x 128^2: a training step, medkern.swap vs the original",
         _resnet18, lambda quick: (4, 3, 64, 64) if quick else (16, 3, 128, 128),
         (speedup_target("fwd_bwd", "eager", 1.15),)),
+    _swapped_step_case(
+        "lstm_classifier_step", "LSTM signal classifier (12 leads, 2 bidirectional layers of 128, MLP head), "
+        "batch 32 x 250 steps: a training step, medkern.swap vs the original",
+        lambda quick: SignalClassifier(hidden=16 if quick else 128),
+        lambda quick: (2, 10, 12) if quick else (32, 250, 12), ()),
 )
 
 
