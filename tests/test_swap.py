@@ -374,6 +374,8 @@ def test_include_and_exclude_select_patterns():
     assert blocks(medkern.swap(model, exclude=["bn*"])) == {"ConvNormAct": 1, "ConvAct": 1, "LinearAct": 1}
     excluded = medkern.swap(model, exclude="fc")
     assert any(reason.endswith("excluded (exclude='fc')") for reason in left_reasons(excluded))
+    prelu = medkern.swap(nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.PReLU()), exclude="ConvNormAct")
+    assert len([r for r in left_reasons(prelu) if "PReLU" in r]) == 1  # seen from conv and from norm: once
     with pytest.raises(TypeError, match="medkern.swap: include must be a string or an iterable of strings"):
         medkern.swap(model, include=[1])
 

@@ -32,6 +32,12 @@ class SwapReport:
     swapped: list[Swapped] = field(default_factory=list)
     left: list[Left] = field(default_factory=list)
 
+    def leave(self, entry: Left) -> None:
+        """Records what was left, once: the same module left for the same reason is one entry
+        (an activation seen from its conv's pattern and again from its norm's)."""
+        if not any(e.modules[-1:] == entry.modules[-1:] and e.reason == entry.reason for e in self.left):
+            self.left.append(entry)
+
     def counts(self) -> dict[str, int]:
         """How many patterns of each block were swapped."""
         counts: dict[str, int] = {}

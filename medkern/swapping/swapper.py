@@ -102,7 +102,7 @@ class _Swapper:
             try:
                 graph = trace(module)
             except NotTraceable as error:
-                self.report.left.append(Left((path or "<model>",), str(error)))
+                self.report.leave(Left((path or "<model>",), str(error)))
             else:
                 self._rewrite(module, path, graph)
                 traced = True
@@ -121,7 +121,7 @@ class _Swapper:
         block = _RNN_BLOCKS[type(module)]
         reason = self.selector.why_not((path,), block.__name__)
         if reason:
-            self.report.left.append(Left((path,), reason))
+            self.report.leave(Left((path,), reason))
             return
         module.__class__ = block  # a subclass adding no state: same parameters, only forward changes
         self.report.swapped.append(Swapped((path or "<model>",), f"medkern.nn.{block.__name__}"))
@@ -157,7 +157,7 @@ class _Swapper:
                 except (TypeError, ValueError) as error:
                     reason = str(error)
             if block is None:
-                self.report.left.append(Left(paths, reason))
+                self.report.leave(Left(paths, reason))
                 continue
             name = f"_medkern_fused_{len(fused)}"
             fused[name] = block
@@ -196,7 +196,7 @@ class _Swapper:
             return None
         if isinstance(act, Unsupported):
             label = _join(path, node.target) if node.op == "call_module" else f"{node.name} (functional)"
-            self.report.left.append(Left(paths_so_far + (label,), act.reason))
+            self.report.leave(Left(paths_so_far + (label,), act.reason))
             return None
         return act
 
@@ -209,7 +209,7 @@ class _Swapper:
         nodes, calls = [start], [start]
         here = (_join(path, start.target),)
         if len(start.users) > 1 and any(self._is_norm_or_act(u, modules) for u in start.users):
-            self.report.left.append(Left(here, "its output is also used elsewhere, so it must be kept"))
+            self.report.leave(Left(here, "its output is also used elsewhere, so it must be kept"))
             return None
         nxt, skipped = self._follow(start, modules)
         norm = None
@@ -221,7 +221,7 @@ class _Swapper:
             here += (_join(path, nxt.target),)
             last = nxt
             if len(nxt.users) > 1 and any(self._is_norm_or_act(u, modules) for u in nxt.users):
-                self.report.left.append(Left(here, "the norm's output is also used elsewhere"))
+                self.report.leave(Left(here, "the norm's output is also used elsewhere"))
             nxt, skipped = self._follow(nxt, modules)
         else:
             last = start
