@@ -236,7 +236,7 @@ class _Helper(_Block):
 
 
 @pytest.mark.parametrize("cls, reason", [
-    (_NoGrad, "forward enters a grad-mode or autocast context"),
+    (_NoGrad, "forward has a 'with' block"),
     (_NoGradHelper, "enters a grad-mode or autocast context"),
     (_Random, "forward reads 'random'"),
     (_Helper, "_add_skip tests 'skip' with isinstance()")])

@@ -106,11 +106,11 @@ def _check_signature(module: nn.Module) -> None:
 
 def _trace_once(module: nn.Module) -> fx.Graph:
     """The graph, or NotTraceable naming what the traced run did that a trace cannot keep."""
-    calls: set = set()  # (code run, code that called it)
+    calls: dict = {}  # (code run, code that called it), in the order first run: reasons are deterministic
 
     def profile(frame, event, arg):
         if event == "call":
-            calls.add((frame.f_code, frame.f_back.f_code if frame.f_back else None))
+            calls.setdefault((frame.f_code, frame.f_back.f_code if frame.f_back else None), None)
 
     previous = sys.getprofile()
     sys.setprofile(profile)
