@@ -106,6 +106,14 @@ class Case:
         return contenders, skipped
 
 
+def share_parameters(source: torch.nn.Module, target: torch.nn.Module) -> None:
+    """Puts source's Parameter objects into target at the same state_dict paths, so a case's twin
+    models (torch and medkern) differentiate the same inputs."""
+    for name, param in source.named_parameters():
+        owner, _, attr = name.rpartition(".")
+        target.get_submodule(owner)._parameters[attr] = param
+
+
 def _under_backend(fn: Callable[..., torch.Tensor], name: str) -> Callable[..., torch.Tensor]:
     def run(*inputs: torch.Tensor) -> torch.Tensor:
         with backend.use_backend(name):

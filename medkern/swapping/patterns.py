@@ -21,9 +21,6 @@ from ..nn.activation_modules import act_from_module
 from ..nn.conv_act import CONV_TRANSPOSES, CONVS
 from ..nn.norm_act import NORMS
 
-RNNS = (nn.LSTM, nn.GRU, nn.RNN)
-
-
 @dataclass(frozen=True)
 class Act:
     """A matched activation: medkern's name and alpha (None: the default or none)."""

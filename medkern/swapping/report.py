@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -40,10 +41,7 @@ class SwapReport:
 
     def counts(self) -> dict[str, int]:
         """How many patterns of each block were swapped."""
-        counts: dict[str, int] = {}
-        for entry in self.swapped:
-            counts[entry.block] = counts.get(entry.block, 0) + 1
-        return counts
+        return dict(Counter(entry.block for entry in self.swapped))
 
     def __str__(self) -> str:
         lines = [f"medkern.swap: {len(self.swapped)} patterns swapped, {len(self.left)} left"]

@@ -30,12 +30,18 @@ _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_
 _SCALARS = (bool, int, float, complex, str, bytes, type(None))
 
 
+def _plain(value) -> bool:
+    return isinstance(value, _SCALARS) or (isinstance(value, tuple) and all(_plain(v) for v in value))
+
+
 def python_attributes(module: nn.Module) -> dict:
     """The module's own plain values (numbers, strings, flags, tuples of them), but its mode."""
-    def plain(value):
-        return isinstance(value, _SCALARS) or (isinstance(value, tuple) and all(plain(v) for v in value))
+    return {k: v for k, v in module.__dict__.items() if k != "training" and _plain(v)}
 
-    return {k: v for k, v in module.__dict__.items() if k != "training" and plain(v)}
+
+def is_swapped(module: nn.Module) -> bool:
+    """module's forward was replaced by swap."""
+    return isinstance(module.__dict__.get("forward"), SwappedForward)
 
 
 def _global_hooks() -> bool:

@@ -25,10 +25,9 @@ from typing import Iterable, Optional, Union
 from torch import fx, nn
 
 from .. import nn as medkern_nn
-from .patterns import (Act, Unsupported, consumes_without_aliasing, has_hooks, is_no_op, is_norm, node_act,
-                       producer_kind)
+from .patterns import Unsupported, consumes_without_aliasing, has_hooks, is_no_op, is_norm, node_act, producer_kind
 from .report import Left, SwapReport, Swapped
-from .rewrite import SwappedForward, install
+from .rewrite import install, is_swapped
 from .tracer import NotTraceable, is_transparent, trace
 
 REPORT_ATTRIBUTE = "_medkern_swap_report"
@@ -173,8 +172,9 @@ class _Swapper:
             bypassed += [m for _, m in module.named_modules() if m is not module and is_transparent(m)]
             install(module, graph, fused, list({id(m): m for m in bypassed}.values()))
 
-    def _follow(self, node: fx.Node, modules: dict) -> tuple[Optional[fx.Node], list[fx.Node]]:
-        """(the one call consuming node's output, the no-op calls skipped on the way)."""
+    def _follow(self, node: fx.Node, modules: dict) -> tuple[Optional[fx.Node], list[fx.Node], fx.Node]:
+        """(the one call consuming node's output, the no-op calls skipped on the way, the node whose
+        output that call takes: node itself or the last no-op)."""
         skipped = []
         while len(node.users) == 1:
             user = next(iter(node.users))
@@ -182,8 +182,8 @@ class _Swapper:
                 skipped.append(user)
                 node = user
                 continue
-            return user, skipped
-        return None, skipped
+            return user, skipped, node
+        return None, skipped, node
 
     def _act(self, node: fx.Node, source: fx.Node, modules: dict, paths_so_far: tuple, path: str):
         """node's activation if it applies one to ``source`` exactly (else None, reporting why)."""
@@ -211,21 +211,17 @@ class _Swapper:
         if len(start.users) > 1 and any(self._is_norm_or_act(u, modules) for u in start.users):
             self.report.leave(Left(here, "its output is also used elsewhere, so it must be kept"))
             return None
-        nxt, skipped = self._follow(start, modules)
+        nxt, skipped, source = self._follow(start, modules)
         norm = None
-        if kind in ("conv", "conv_transpose") and nxt is not None and nxt.op == "call_module" \
-                and _plain_call(nxt, skipped[-1] if skipped else start) and is_norm(modules[nxt.target]):
+        if kind in ("conv", "conv_transpose") and nxt is not None and _plain_call(nxt, source) \
+                and is_norm(modules[nxt.target]):
             norm = modules[nxt.target]
             nodes += skipped + [nxt]
             calls.append(nxt)
             here += (_join(path, nxt.target),)
-            last = nxt
             if len(nxt.users) > 1 and any(self._is_norm_or_act(u, modules) for u in nxt.users):
                 self.report.leave(Left(here, "the norm's output is also used elsewhere"))
-            nxt, skipped = self._follow(nxt, modules)
-        else:
-            last = start
-        source = skipped[-1] if skipped else last
+            nxt, skipped, source = self._follow(nxt, modules)
         act = self._act(nxt, source, modules, here, path)
         if act is not None:
             nodes += skipped + [nxt]
@@ -245,10 +241,7 @@ class _Swapper:
 
     @staticmethod
     def _is_norm_or_act(node: fx.Node, modules: dict) -> bool:
-        if node.op == "call_module":
-            target = modules[node.target]
-            return is_norm(target) or isinstance(node_act(node, modules), (Act, Unsupported))
-        return isinstance(node_act(node, modules), (Act, Unsupported))
+        return (node.op == "call_module" and is_norm(modules[node.target])) or node_act(node, modules) is not None
 
 
 def swap(model: nn.Module, inplace: bool = False, include: Union[str, Iterable[str], None] = None,
@@ -271,8 +264,7 @@ def swap(model: nn.Module, inplace: bool = False, include: Union[str, Iterable[s
         raise TypeError(f"medkern.swap: model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(inplace, bool) or not isinstance(memory_saving, bool):
         raise TypeError("medkern.swap: inplace and memory_saving must be bools")
-    if REPORT_ATTRIBUTE in model.__dict__ or any(isinstance(m.__dict__.get("forward"), SwappedForward)
-                                                for m in model.modules()):
+    if REPORT_ATTRIBUTE in model.__dict__ or any(is_swapped(m) for m in model.modules()):
         raise ValueError("medkern.swap: model was swapped already; swap the original model instead")
     selector = _Selector(include, exclude)
     target = model if inplace else copy.deepcopy(model)

@@ -35,13 +35,13 @@ import torch
 from torch import fx, nn
 
 from .patterns import has_hooks
-from .rewrite import SwappedForward
+from .rewrite import is_swapped
 
 
 def is_transparent(module: nn.Module) -> bool:
     """A container whose forward only calls its children in order, with no hooks of its own."""
     return (isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
-            and not isinstance(module.__dict__.get("forward"), SwappedForward) and not has_hooks(module))
+            and not is_swapped(module) and not has_hooks(module))
 
 
 class _Tracer(fx.Tracer):

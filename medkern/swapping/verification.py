@@ -27,6 +27,9 @@ class Comparison:
         return self.fraction <= 1.0
 
 
+MISMATCH = Comparison(float("inf"), float("inf"))  # shapes, dtypes or integer values differ, or one side lacks it
+
+
 class VerifyResult(dict):
     """name ("output[0]", "grad:conv.weight", "buffer:bn.running_mean", ...) -> Comparison."""
 
@@ -84,10 +87,9 @@ def _compare(actual: torch.Tensor, expected: torch.Tensor, original: torch.Tenso
              dtype: torch.dtype) -> Comparison:
     """actual vs expected, normwise: within the table, widened by the original's own error."""
     if actual.shape != expected.shape or actual.dtype != original.dtype:
-        return Comparison(float("inf"), float("inf"))
+        return MISMATCH
     if not expected.is_floating_point():
-        equal = torch.equal(actual, expected)
-        return Comparison(0.0 if equal else float("inf"), 0.0 if equal else float("inf"))
+        return Comparison(0.0, 0.0) if torch.equal(actual, expected) else MISMATCH
     rtol, atol = tolerances.tolerance(FAMILY, kind, dtype)
     a, e, o = actual.double(), expected.double(), original.double()
     difference = torch.linalg.vector_norm(a - e).item()
@@ -159,7 +161,7 @@ def compare(original: nn.Module, swapped: nn.Module, *inputs, train: bool = True
     oracle = original_run if oracle_model is None else _step(oracle_model, inputs, seed, torch.float64)
     result = VerifyResult()
     for name in sorted(set(original_run) ^ set(swapped_run)):  # an output or gradient only one model has
-        result[name] = Comparison(float("inf"), float("inf"))
+        result[name] = MISMATCH
     for name, expected in oracle.items():
         if name not in swapped_run or name not in original_run:
             continue

@@ -8,7 +8,7 @@ import torch
 from ...ops.upfirdn2d import downsample2d, fir_filter, upsample2d
 from ...reference.modulated_conv2d import resample_padding
 from ...reference.upfirdn2d import upfirdn2d as reference_upfirdn2d
-from ..case import Case, speedup_target
+from ..case import Case, share_parameters, speedup_target
 
 SHAPE, QUICK_SHAPE = (16, 64, 64, 64), (2, 8, 16, 16)
 TAPS = (1, 3, 3, 1)
@@ -82,10 +82,7 @@ def _dcgan_step_case(name: str, description: str, r1_gamma: float, targets) -> C
         d_plain = DCGANDiscriminator(channels=1, reference=True).to(device, dtype)
         for plain, fused in ((g_plain, g_fused), (d_plain, d_fused)):
             plain.load_state_dict(fused.state_dict())
-            # the same Parameter objects (same state_dict paths): every contender differentiates the inputs
-            for name, param in fused.named_parameters():
-                owner, _, attr = name.rpartition(".")
-                plain.get_submodule(owner)._parameters[attr] = param
+            share_parameters(fused, plain)
         models["torch"], models["medkern"] = (g_plain, d_plain), (g_fused, d_fused)
         z = torch.randn(batch, DCGAN_LATENT, device=device, dtype=dtype)
         real = torch.randn(batch, 1, 64, 64, device=device, dtype=dtype).clamp(-1, 1)

@@ -15,15 +15,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..case import Case, Target, speedup_target
+from ..case import Case, Target, share_parameters, speedup_target
 
 MODEL_ROUNDS = 5  # a step takes seconds on CPU: fewer timed rounds than the op cases
-
-
-def _share_parameters(source: nn.Module, target: nn.Module) -> None:
-    for name, param in source.named_parameters():
-        owner, _, attr = name.rpartition(".")
-        target.get_submodule(owner)._parameters[attr] = param
 
 
 def _swapped_step_case(name: str, description: str, build: Callable[[bool], nn.Module],
@@ -37,7 +31,7 @@ def _swapped_step_case(name: str, description: str, build: Callable[[bool], nn.M
             warnings.simplefilter("ignore")  # MONAI's deprecation notices
             original = build(quick).to(device, dtype)
         swapped = swap(original)
-        _share_parameters(original, swapped)
+        share_parameters(original, swapped)
         models["torch"], models["medkern"] = original, swapped
         x = torch.randn(input_shape(quick), device=device, dtype=dtype)
         return (x, *original.parameters())
