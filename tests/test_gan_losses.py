@@ -22,6 +22,7 @@ def test_losses_match_their_formulas():
     want_hinge = (0 + 2.0 + 0.5) / 3 + (0 + 2.5) / 2
     torch.testing.assert_close(gan.hinge_d_loss(real, fake), torch.tensor(want_hinge))
     torch.testing.assert_close(gan.hinge_g_loss(fake), torch.tensor(0.75))
+    torch.testing.assert_close(gan.wasserstein_d_loss(real, fake), torch.tensor(-0.75 - 0.5))
 
 
 def test_r1_of_a_quadratic_critic():

@@ -45,6 +45,14 @@ def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
 
 
+def wasserstein_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The WGAN critic's loss: D(fake) - D(real), averaged (pair it with gradient_penalty; the
+    generator's loss is -D(fake), which is hinge_g_loss)."""
+    _check_logits("wasserstein_d_loss", "real_logits", real_logits)
+    _check_logits("wasserstein_d_loss", "fake_logits", fake_logits)
+    return fake_logits.mean() - real_logits.mean()
+
+
 def _input_gradient(op: str, logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     if not isinstance(inputs, torch.Tensor) or not inputs.requires_grad:
         raise ValueError(f"medkern.gan.{op}: the discriminator's input must require grad "

@@ -1,0 +1,206 @@
+"""The epoch loop that Trainer and GANTrainer share: where the run is, exact resume, checkpoints, logs.
+
+A subclass says how to train on one batch (``_train_batch``), what to add to an epoch's row
+(``_epoch_row``), which objects carry state (``_stateful``) and which settings a checkpoint must
+have been made with (``_settings``). Everything about resuming lives here:
+
+A checkpoint records the epochs finished, the optimizer steps, the batches seen in the current
+epoch, every random generator as the epoch began and as it is now, and the history. Resuming
+puts the epoch-start generators back so the loader yields the same order, skips the batches
+already trained on (they are loaded, not used), then puts back the generators as they were at
+the checkpoint, so the run continues bit for bit as the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from ..status_line import StatusLine
+from .checkpoint import load_checkpoint, save_checkpoint
+from .logger import MetricsLogger
+from .rng import capture_rng, deterministic_mode, loader_generators, restore_rng, seed_everything
+
+
+def check_count(owner: str, name: str, value, allow_none: bool = False) -> None:
+    """An int >= 1 (or None where allowed), else a ValueError naming the argument."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}: {name} must be an int >= 1{' or None' if allow_none else ''}, got {value!r}")
+
+
+class EpochLoop:
+    owner = "medkern.train"  # the class name errors start with
+
+    def __init__(self, *, checkpoint_dir=None, checkpoint_every: int | None = None, log_dir=None,
+                 tensorboard: bool = False, progress: bool = True, seed: int | None = None,
+                 deterministic: bool = False):
+        check_count(self.owner, "checkpoint_every", checkpoint_every, allow_none=True)
+        if checkpoint_every is not None and checkpoint_dir is None:
+            raise ValueError(f"{self.owner}: checkpoint_every needs checkpoint_dir")
+        if seed is not None:
+            seed_everything(seed)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.logger = MetricsLogger(log_dir, tensorboard) if log_dir is not None else None
+        self.status = StatusLine(enabled=progress)
+        self.deterministic = deterministic
+
+        self.epoch = 0  # epochs finished
+        self.global_step = 0  # optimizer steps (a GAN counts discriminator steps)
+        self.batches_done = 0  # batches trained on in the current epoch
+        self.history: list[dict] = []
+        self._sums: dict[str, list[float]] = {}  # name -> [sum of value x batch size, samples], this epoch
+        self._epoch_rng = None  # every generator as the current epoch began
+        self._resume_rng = None  # generators to put back once a resumed epoch has replayed its order
+        self._generators: list[torch.Generator] = []  # those the training loader owns
+
+    # --- what a subclass provides -----------------------------------------------------------
+
+    def _train_batch(self, batch, batch_index: int, total: int | None) -> bool:
+        """Train on one batch (adding to the running means with ``_add``); True if an optimizer step
+        was taken, so a checkpoint may be written here."""
+        raise NotImplementedError
+
+    def _finish_epoch(self, total: int | None) -> None:
+        """Anything left at the end of the epoch's batches (a cut-short accumulation group)."""
+
+    def _epoch_row(self, val_loader) -> dict:
+        """Validation results and the like, added to the epoch's row."""
+        return {}
+
+    def _after_epoch(self, row: dict) -> tuple[bool, bool]:
+        """(improved, stop) once the row is complete: scheduler and early stopping go here."""
+        return False, False
+
+    def _stateful(self) -> dict:
+        """name -> object with state_dict/load_state_dict (or None where absent)."""
+        raise NotImplementedError
+
+    def _settings(self) -> dict:
+        """Settings a resumed run must share with the checkpoint (compared on load)."""
+        return {}
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _add(self, name: str, value: float, size: int) -> None:
+        total = self._sums.setdefault(name, [0.0, 0])
+        total[0] += value * size
+        total[1] += size
+
+    def _means(self) -> dict:
+        return {f"train_{name}": s / n for name, (s, n) in self._sums.items() if n}
+
+    def _epoch_batches(self, loader):
+        resume_rng, self._resume_rng = self._resume_rng, None
+        if resume_rng is not None and self.batches_done:
+            restore_rng(self._epoch_rng, self._generators)
+        else:
+            if resume_rng is not None:
+                restore_rng(resume_rng, self._generators)
+            self._epoch_rng = capture_rng(self._generators)
+        iterator = iter(loader)
+        for _ in range(self.batches_done):
+            next(iterator)
+        if resume_rng is not None and self.batches_done:
+            restore_rng(resume_rng, self._generators)
+        return iterator
+
+    def _train_epoch(self, loader, epochs: int, max_steps: int | None) -> bool:
+        """Train until the epoch ends (True) or ``max_steps`` optimizer steps are reached (False)."""
+        total = len(loader) if hasattr(loader, "__len__") else None
+        started, first = time.perf_counter(), self.batches_done
+        for batch in self._epoch_batches(loader):
+            stepped = self._train_batch(batch, self.batches_done, total)
+            self.batches_done += 1
+            if stepped:
+                if self.checkpoint_every and self.global_step % self.checkpoint_every == 0:
+                    self.save_checkpoint(self.checkpoint_dir / "last.pt")
+                if max_steps is not None and self.global_step >= max_steps:
+                    return False
+            rate = (self.batches_done - first) / max(time.perf_counter() - started, 1e-9)
+            means = " ".join(f"{k[6:]} {v:.4g}" for k, v in self._means().items())
+            self.status.show(f"epoch {self.epoch + 1}/{epochs} batch {self.batches_done}/{total or '?'} {means} "
+                             f"{rate:.1f} it/s", transient=True)
+        self._finish_epoch(total)
+        return True
+
+    def fit(self, train_loader: Iterable, val_loader: Iterable | None = None, epochs: int = 1,
+            resume=None, max_steps: int | None = None) -> list[dict]:
+        """Train for ``epochs`` epochs in all (a resumed run counts the epochs it already did); stop
+        after ``max_steps`` optimizer steps in all. Returns the per-epoch history."""
+        check_count(self.owner, "epochs", epochs)
+        check_count(self.owner, "max_steps", max_steps, allow_none=True)
+        if resume is not None:
+            self.load_checkpoint(resume)
+        self._generators = loader_generators(train_loader)
+        with deterministic_mode(self.deterministic):
+            while self.epoch < epochs:
+                if not self._train_epoch(train_loader, epochs, max_steps):
+                    if self.checkpoint_dir is not None:  # stopped mid-epoch: keep the place
+                        self.save_checkpoint(self.checkpoint_dir / "last.pt")
+                    break
+                if self._end_epoch(val_loader):
+                    break
+        self.status.clear()
+        return self.history
+
+    def _end_epoch(self, val_loader) -> bool:
+        """Complete the epoch's row, checkpoint and log; True if training should stop."""
+        row = {"epoch": self.epoch + 1, "step": self.global_step, **self._means(), **self._epoch_row(val_loader)}
+        self.history.append(row)
+        improved, stop = self._after_epoch(row)
+        self.epoch += 1
+        self.batches_done = 0
+        self._sums = {}
+        if self.checkpoint_dir is not None:
+            self.save_checkpoint(self.checkpoint_dir / "last.pt")
+            if improved:
+                self.save_checkpoint(self.checkpoint_dir / "best.pt")
+        if self.logger is not None:
+            self.logger.write(self.history)
+        self.status.show(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        return stop
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            **{name: part.state_dict() if part is not None else None for name, part in self._stateful().items()},
+            "settings": self._settings(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "batches_done": self.batches_done,
+            "sums": {name: list(total) for name, total in self._sums.items()},
+            "history": self.history,
+            "epoch_rng": self._epoch_rng,
+            "rng": capture_rng(self._generators),
+        }
+
+    def save_checkpoint(self, path) -> Path:
+        return save_checkpoint(self.state_dict(), path)
+
+    def load_checkpoint(self, path) -> None:
+        """Restore a run from ``path`` (or a state dict); the random state is put back when
+        training continues, so :meth:`fit` resumes exactly."""
+        state = path if isinstance(path, dict) else load_checkpoint(path)
+        for name, value in self._settings().items():
+            if state["settings"].get(name) != value:
+                raise ValueError(f"{self.owner}: the checkpoint was made with {name}={state['settings'].get(name)!r}, "
+                                 f"this run has {name}={value!r}")
+        parts = self._stateful()
+        for name, part in parts.items():
+            if (state[name] is None) != (part is None):
+                raise ValueError(f"{self.owner}: the checkpoint {'has no' if state[name] is None else 'has'} {name} "
+                                 f"state and this run {'has no' if part is None else 'has a'} {name}")
+        for name, part in parts.items():
+            if part is not None:
+                part.load_state_dict(state[name])
+        self.epoch, self.global_step, self.batches_done = state["epoch"], state["global_step"], state["batches_done"]
+        self._sums = {name: list(total) for name, total in state["sums"].items()}
+        self.history = list(state["history"])
+        self._epoch_rng, self._resume_rng = state["epoch_rng"], state["rng"]
