@@ -3,7 +3,35 @@
 from .checkpoint import load_checkpoint, save_checkpoint
 from .early_stopping import EarlyStopping
 from .gan_trainer import GANTrainer
+from .losses import DiceCELoss, DiceLoss, FocalLoss, class_weights, dice_loss, focal_loss, weighted_cross_entropy
+from .metrics import (
+    AUROC,
+    ConfusionMatrix,
+    accuracy,
+    auroc,
+    balanced_accuracy,
+    confusion_matrix,
+    dice,
+    f1,
+    iou,
+    precision,
+    recall,
+    sensitivity,
+    specificity,
+)
 from .rng import deterministic_mode, seed_everything
+from .sampler import ClassBalancedSampler
 from .trainer import Trainer
 
-__all__ = ["EarlyStopping", "GANTrainer", "Trainer", "deterministic_mode", "load_checkpoint", "save_checkpoint", "seed_everything"]
+__all__ = [
+    # training loops
+    "Trainer", "GANTrainer", "EarlyStopping", "load_checkpoint", "save_checkpoint", "seed_everything",
+    "deterministic_mode",
+    # metrics
+    "accuracy", "balanced_accuracy", "sensitivity", "recall", "specificity", "precision", "f1", "auroc",
+    "confusion_matrix", "dice", "iou", "ConfusionMatrix", "AUROC",
+    # losses
+    "class_weights", "weighted_cross_entropy", "focal_loss", "FocalLoss", "dice_loss", "DiceLoss", "DiceCELoss",
+    # sampling
+    "ClassBalancedSampler",
+]
