@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..gan import LOSSES, gradient_penalty, r1_penalty
+from . import distributed
 from .batches import default_unpack, to_device
 from .loop import EpochLoop, check_count
 from .trainer import build_optimizer, check_precision, default_device, prepare_model
@@ -42,6 +43,8 @@ class GANTrainer(EpochLoop):
         check_count(_OP, "d_steps_per_g_step", d_steps_per_g_step)
         # no loss scaling: fp16 would need a scaler through R1's double backward
         self.amp_dtype = check_precision(_OP, precision, allowed=("fp32", "bf16"))
+        if distributed.is_distributed():  # R1's double backward through DDP is not supported by torch
+            raise ValueError(f"{_OP}: runs in one process; it does not support DistributedDataParallel")
         latent_dim = latent_dim if latent_dim is not None else getattr(generator, "latent_dim", None)
         check_count(_OP, "latent_dim (or generator.latent_dim)", latent_dim)
         super().__init__(**loop_options)

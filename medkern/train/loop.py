@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..status_line import StatusLine
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .logger import MetricsLogger
 from .rng import capture_rng, deterministic_mode, loader_generators, restore_rng, seed_everything
@@ -46,8 +47,9 @@ class EpochLoop:
             seed_everything(seed)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every
-        self.logger = MetricsLogger(log_dir, tensorboard) if log_dir is not None else None
-        self.status = StatusLine(enabled=progress)
+        lead = distributed.rank() == 0  # the process that logs and writes checkpoints
+        self.logger = MetricsLogger(log_dir, tensorboard) if log_dir is not None and lead else None
+        self.status = StatusLine(enabled=progress and lead)
         self.deterministic = deterministic
 
         self.epoch = 0  # epochs finished
@@ -92,10 +94,14 @@ class EpochLoop:
         total[0] += value * size
         total[1] += size
 
-    def _means(self) -> dict:
-        return {f"train_{name}": s / n for name, (s, n) in self._sums.items() if n}
+    def _means(self, over_processes: bool = False) -> dict:
+        sums = distributed.sum_over_processes(self._sums) if over_processes else self._sums
+        return {f"train_{name}": s / n for name, (s, n) in sums.items() if n}
 
     def _epoch_batches(self, loader):
+        sampler = getattr(loader, "sampler", None)
+        if callable(getattr(sampler, "set_epoch", None)):  # DistributedSampler shuffles by epoch
+            sampler.set_epoch(self.epoch)
         resume_rng, self._resume_rng = self._resume_rng, None
         if resume_rng is not None and self.batches_done:
             restore_rng(self._epoch_rng, self._generators)
@@ -151,7 +157,8 @@ class EpochLoop:
 
     def _end_epoch(self, val_loader) -> bool:
         """Complete the epoch's row, checkpoint and log; True if training should stop."""
-        row = {"epoch": self.epoch + 1, "step": self.global_step, **self._means(), **self._epoch_row(val_loader)}
+        row = {"epoch": self.epoch + 1, "step": self.global_step, **self._means(over_processes=True),
+               **self._epoch_row(val_loader)}
         self.history.append(row)
         improved, stop = self._after_epoch(row)
         self.epoch += 1
@@ -177,12 +184,19 @@ class EpochLoop:
             "batches_done": self.batches_done,
             "sums": {name: list(total) for name, total in self._sums.items()},
             "history": self.history,
-            "epoch_rng": self._epoch_rng,
-            "rng": capture_rng(self._generators),
+            # one entry per process, in rank order: each resumes with its own generators
+            "epoch_rng": distributed.gather(self._epoch_rng),
+            "rng": distributed.gather(capture_rng(self._generators)),
         }
 
     def save_checkpoint(self, path) -> Path:
-        return save_checkpoint(self.state_dict(), path)
+        """Every process must call this (the random states are gathered); rank 0 writes, and all
+        wait for the file, so any process may read it next."""
+        state = self.state_dict()
+        if distributed.rank() == 0:
+            save_checkpoint(state, path)
+        distributed.barrier()
+        return Path(path)
 
     def load_checkpoint(self, path) -> None:
         """Restore a run from ``path`` (or a state dict); the random state is put back when
@@ -192,6 +206,9 @@ class EpochLoop:
             if state["settings"].get(name) != value:
                 raise ValueError(f"{self.owner}: the checkpoint was made with {name}={state['settings'].get(name)!r}, "
                                  f"this run has {name}={value!r}")
+        if len(state["rng"]) != distributed.world_size():
+            raise ValueError(f"{self.owner}: the checkpoint was made by {len(state['rng'])} process(es), this run has "
+                             f"{distributed.world_size()}; an exact resume needs the same number")
         parts = self._stateful()
         for name, part in parts.items():
             if (state[name] is None) != (part is None):
@@ -203,4 +220,4 @@ class EpochLoop:
         self.epoch, self.global_step, self.batches_done = state["epoch"], state["global_step"], state["batches_done"]
         self._sums = {name: list(total) for name, total in state["sums"].items()}
         self.history = list(state["history"])
-        self._epoch_rng, self._resume_rng = state["epoch_rng"], state["rng"]
+        self._epoch_rng, self._resume_rng = state["epoch_rng"][distributed.rank()], state["rng"][distributed.rank()]

@@ -20,12 +20,14 @@ and ``predict`` use its first element.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
+from . import distributed
 from .batches import batch_size, default_unpack, primary_output, to_device
 from .early_stopping import EarlyStopping
 from .loop import EpochLoop, check_count
@@ -154,7 +156,8 @@ class Trainer(EpochLoop):
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         self.accumulate = accumulate_grad_batches
         self.clip_grad_norm = clip_grad_norm
-        self.forward_model = torch.compile(self.model) if compile else self.model
+        self.parallel_model = distributed.wrap(self.model, self.device)  # DDP under torchrun
+        self.forward_model = torch.compile(self.parallel_model) if compile else self.parallel_model
         self.early_stopping = early_stopping
         self.unpack = unpack or default_unpack
 
@@ -188,13 +191,17 @@ class Trainer(EpochLoop):
             self.model.train()
         group_start = batch_index - batch_index % self.accumulate
         group = self.accumulate if total is None else min(self.accumulate, total - group_start)
-        output, loss, target, size = self._forward(batch)
-        if loss is None:
-            raise ValueError(f"{_OP}: a training batch has no target")
-        scaled = loss / group
-        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        last_of_group = batch_index + 1 - group_start == group
+        # DDP: gradients are averaged across processes once per group, not after every micro-batch
+        no_sync = getattr(self.parallel_model, "no_sync", None)
+        with no_sync() if no_sync is not None and not last_of_group else contextlib.nullcontext():
+            output, loss, target, size = self._forward(batch)
+            if loss is None:
+                raise ValueError(f"{_OP}: a training batch has no target")
+            scaled = loss / group
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         self._add("loss", loss.item(), size)
-        if batch_index + 1 - group_start < group:
+        if not last_of_group:
             return False
         self._optimizer_step()
         return True
@@ -234,7 +241,11 @@ class Trainer(EpochLoop):
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable) -> dict:
-        """Mean loss and every metric over ``loader``, in eval mode."""
+        """Mean loss and every metric over ``loader``, in eval mode. Under DDP every process runs
+        the whole loader (so all see the same metrics and stop together): not a sharded one."""
+        if distributed.is_distributed() and distributed.uses_distributed_sampler(loader):
+            raise ValueError(f"{_OP}.evaluate: every process evaluates the whole validation set; give it a "
+                             "loader without a DistributedSampler")
         was_training = self.model.training
         self.model.eval()
         for metric in self.metrics.values():
