@@ -165,6 +165,21 @@ def test_binary_auroc_matches_sklearn_with_ties(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+def test_roc_curve_matches_sklearn_and_its_area_is_auroc(seed):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, 2, (120,), generator=g)
+    scores = (torch.rand(120, generator=g, dtype=torch.float64) + 0.4 * target).round(decimals=1)  # ties
+    fpr, tpr, thresholds = train.roc_curve(scores, target)
+    want_fpr, want_tpr, want_thresholds = skm.roc_curve(target.numpy(), scores.numpy(), drop_intermediate=False)
+    torch.testing.assert_close(fpr, torch.from_numpy(want_fpr), rtol=0, atol=1e-15)
+    torch.testing.assert_close(tpr, torch.from_numpy(want_tpr), rtol=0, atol=1e-15)
+    torch.testing.assert_close(thresholds, torch.from_numpy(want_thresholds), rtol=0, atol=0)
+    assert torch.trapezoid(tpr, fpr).item() == pytest.approx(train.auroc(scores, target).item(), rel=1e-12)
+    with pytest.raises(ValueError, match="medkern.train.roc_curve: scores must be floating-point"):
+        train.roc_curve(target, target)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("num_classes", [3, 5])
 def test_multiclass_auroc_matches_sklearn_ovr(seed, num_classes):
     logits, target = _random_case(seed, num_classes, n=150)

@@ -16,6 +16,7 @@ from .metrics import (
     iou,
     precision,
     recall,
+    roc_curve,
     sensitivity,
     specificity,
 )
@@ -29,7 +30,7 @@ __all__ = [
     "deterministic_mode",
     # metrics
     "accuracy", "balanced_accuracy", "sensitivity", "recall", "specificity", "precision", "f1", "auroc",
-    "confusion_matrix", "dice", "iou", "ConfusionMatrix", "AUROC",
+    "confusion_matrix", "roc_curve", "dice", "iou", "ConfusionMatrix", "AUROC",
     # losses
     "class_weights", "weighted_cross_entropy", "focal_loss", "FocalLoss", "dice_loss", "DiceLoss", "DiceCELoss",
     # sampling

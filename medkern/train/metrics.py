@@ -338,6 +338,30 @@ def auroc(preds: torch.Tensor, target: torch.Tensor, num_classes: int | None = N
     return _nan_average(scores, support if average == "weighted" else torch.ones_like(scores))
 
 
+def roc_curve(scores: torch.Tensor, target: torch.Tensor):
+    """Binary ROC curve: (false-positive rates, true-positive rates, thresholds), one point per
+    distinct score from the highest down, after a first point (0, 0) at threshold +inf (as
+    sklearn's ``roc_curve(drop_intermediate=False)``). ``target`` is 0/1, ``scores`` of its shape."""
+    op = "roc_curve"
+    _check_tensor(op, "scores", scores)
+    _check_target(op, target)
+    if scores.shape != target.shape or not scores.is_floating_point():
+        raise ValueError(f"{_name(op)}: scores must be floating-point with target's shape {tuple(target.shape)}, "
+                         f"got {scores.dtype} {tuple(scores.shape)}")
+    _check_class_indices(op, "target", target, 2)
+    order = scores.flatten().double().argsort(descending=True)
+    ordered, positive = scores.flatten().double()[order], target.flatten()[order].bool()
+    last_of_tie = torch.ones_like(ordered, dtype=torch.bool)
+    last_of_tie[:-1] = ordered[1:] != ordered[:-1]
+    tp = positive.cumsum(0)[last_of_tie].double()
+    fp = (~positive).cumsum(0)[last_of_tie].double()
+    start = torch.zeros(1, dtype=torch.float64, device=scores.device)
+    tpr = torch.cat([start, tp]) / tp[-1] if tp[-1] > 0 else torch.full((len(tp) + 1,), math.nan, dtype=torch.float64)
+    fpr = torch.cat([start, fp]) / fp[-1] if fp[-1] > 0 else torch.full((len(fp) + 1,), math.nan, dtype=torch.float64)
+    thresholds = torch.cat([torch.tensor([math.inf], dtype=torch.float64, device=scores.device), ordered[last_of_tie]])
+    return fpr, tpr, thresholds
+
+
 class ConfusionMatrix:
     """Accumulates the confusion matrix of batches (classification or segmentation voxels); its
     metrics equal those of the concatenated batches. Inputs as in the functions above.
