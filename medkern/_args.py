@@ -37,3 +37,26 @@ def check_positive_int(op: str, name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{op}: {name} must be an int >= 1, got {value!r}")
     return value
+
+
+def check_choice(op: str, name: str, value, choices: tuple):
+    """``value`` must be one of ``choices``; ValueError naming op, name and the choices otherwise."""
+    if isinstance(value, bool) or value not in choices:
+        raise ValueError(f"{op}: {name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_positive_ints(op: str, name: str, value, min_length: int = 1) -> tuple[int, ...]:
+    """``value`` must be a sequence of at least ``min_length`` ints >= 1; returned as a tuple."""
+    ok = isinstance(value, (tuple, list)) and len(value) >= min_length and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+    if not ok:
+        raise ValueError(f"{op}: {name} must be a tuple of at least {min_length} ints >= 1, got {value!r}")
+    return tuple(value)
+
+
+def check_probability(op: str, name: str, value) -> float:
+    """``value`` must be a real number in [0, 1) (a dropout probability)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{op}: {name} must be a number in [0, 1), got {value!r}")
+    return float(value)

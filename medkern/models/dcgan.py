@@ -13,15 +13,12 @@ names, so checkpoints load both ways and the two can be compared step by step.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 
 import torch
 from torch import nn
 
 from .._args import check_positive_int
-from ..nn.activation_modules import module_from_act
-from ..nn.bias_act import BiasAct
-from ..nn.conv_act import ConvAct, ConvNormAct, ConvTransposeNormAct
+from ._blocks import conv_block
 
 IMAGE_SIZES = (64, 128)
 KERNEL = 4
@@ -39,15 +36,7 @@ def _block(transposed: bool, c_in: int, c_out: int, stride: int, padding: int, n
     """conv (no bias) -> [BatchNorm] -> act, as a medkern block or its plain-torch twin (same keys)."""
     conv_cls = nn.ConvTranspose2d if transposed else nn.Conv2d
     conv = conv_cls(c_in, c_out, KERNEL, stride, padding, bias=False)
-    if reference:
-        layers = [("conv", conv)] + ([("norm", nn.BatchNorm2d(c_out))] if norm else [])
-        return nn.Sequential(OrderedDict(layers + [("act", module_from_act(act, alpha))]))
-    if norm:
-        block_cls = ConvTransposeNormAct if transposed else ConvNormAct
-        return block_cls(conv, nn.BatchNorm2d(c_out), act, alpha, memory_saving)
-    if transposed:  # no fused transposed-conv module: the activation alone runs fused
-        return nn.Sequential(OrderedDict(conv=conv, act=BiasAct(c_out, act, alpha, bias=False)))
-    return ConvAct(conv, act, alpha)
+    return conv_block(conv, nn.BatchNorm2d(c_out) if norm else None, act, alpha, reference, memory_saving)
 
 
 def init_dcgan_weights(model: nn.Module) -> None:
