@@ -220,3 +220,19 @@ def test_bad_inputs_name_the_function_and_argument():
         train.class_weights(counts=torch.tensor([3, 1]), scheme="effective_number", beta=1.0)
     with pytest.raises(ValueError, match=r"medkern.train.class_weights: scheme must be one of"):
         train.class_weights(counts=torch.tensor([3, 1]), scheme="log")
+
+
+def test_deep_supervision_loss_weights_each_output_against_the_subsampled_target():
+    torch.manual_seed(0)
+    target = torch.randint(0, 3, (2, 8, 8, 8))
+    outputs = [torch.randn(2, 3, 8, 8, 8), torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 2, 2, 2)]
+    ce = torch.nn.CrossEntropyLoss()
+    got = train.DeepSupervisionLoss(ce)(outputs, target)
+    want = (ce(outputs[0], target) + 0.5 * ce(outputs[1], target[:, ::2, ::2, ::2])
+            + 0.25 * ce(outputs[2], target[:, ::4, ::4, ::4])) / 1.75
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    torch.testing.assert_close(train.DeepSupervisionLoss(ce)(outputs[0], target), ce(outputs[0], target))
+    with pytest.raises(ValueError, match="DeepSupervisionLoss: 3 outputs but 2 weights"):
+        train.DeepSupervisionLoss(ce, weights=[1.0, 0.5])(outputs, target)
+    with pytest.raises(ValueError, match="does not divide"):
+        train.DeepSupervisionLoss(ce)([outputs[0], torch.randn(2, 3, 3, 3, 3)], target)

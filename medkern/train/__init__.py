@@ -3,7 +3,7 @@
 from .checkpoint import load_checkpoint, save_checkpoint
 from .early_stopping import EarlyStopping
 from .gan_trainer import GANTrainer
-from .losses import DiceCELoss, DiceLoss, FocalLoss, class_weights, dice_loss, focal_loss, weighted_cross_entropy
+from .losses import DeepSupervisionLoss, DiceCELoss, DiceLoss, FocalLoss, class_weights, dice_loss, focal_loss, weighted_cross_entropy
 from .metrics import (
     AUROC,
     ConfusionMatrix,
@@ -32,7 +32,7 @@ __all__ = [
     "accuracy", "balanced_accuracy", "sensitivity", "recall", "specificity", "precision", "f1", "auroc",
     "confusion_matrix", "roc_curve", "dice", "iou", "ConfusionMatrix", "AUROC",
     # losses
-    "class_weights", "weighted_cross_entropy", "focal_loss", "FocalLoss", "dice_loss", "DiceLoss", "DiceCELoss",
+    "class_weights", "weighted_cross_entropy", "focal_loss", "FocalLoss", "dice_loss", "DiceLoss", "DiceCELoss", "DeepSupervisionLoss",
     # sampling
     "ClassBalancedSampler",
 ]

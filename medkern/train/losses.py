@@ -272,3 +272,34 @@ class DiceCELoss(torch.nn.Module):
         _check_class_weight("DiceCELoss", "ce_weight", self.ce_weight, logits)
         dice = self.dice(logits, target)
         return self.lambda_dice * dice + self.lambda_ce * _cross_entropy(logits, target, multiclass, self.ce_weight)
+
+
+class DeepSupervisionLoss(torch.nn.Module):
+    """``loss`` summed over a deep-supervision list of outputs (highest resolution first), each
+    against the target subsampled to its resolution (every k-th voxel: labels are not blended),
+    with weights 1, 1/2, 1/4, ... normalized to sum to 1 (nnU-Net's choice, less its zero
+    weight for the coarsest output). A single tensor output is passed to ``loss`` as it is."""
+
+    def __init__(self, loss: torch.nn.Module, weights: list[float] | None = None):
+        super().__init__()
+        if weights is not None and (not weights or any(not w >= 0 for w in weights) or sum(weights) <= 0):
+            raise ValueError(f"{_name('DeepSupervisionLoss')}: weights must be non-negative with a positive sum, "
+                             f"got {weights!r}")
+        self.loss, self.weights = loss, weights
+
+    def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            return self.loss(outputs, target)
+        weights = self.weights if self.weights is not None else [0.5 ** i for i in range(len(outputs))]
+        if len(weights) != len(outputs):
+            raise ValueError(f"{_name('DeepSupervisionLoss')}: {len(outputs)} outputs but {len(weights)} weights")
+        spatial = target.shape[-(outputs[0].dim() - 2):] if outputs[0].dim() > 2 else ()
+        total = 0
+        for weight, output in zip(weights, outputs):
+            steps = [size // out for size, out in zip(spatial, output.shape[2:])]
+            if any(size != out * step for size, out, step in zip(spatial, output.shape[2:], steps)):
+                raise ValueError(f"{_name('DeepSupervisionLoss')}: an output of spatial size {tuple(output.shape[2:])} "
+                                 f"does not divide the target's {tuple(spatial)}")
+            subsampled = target[(Ellipsis, *[slice(None, None, step) for step in steps])] if steps else target
+            total = total + weight * self.loss(output, subsampled)
+        return total / sum(weights)
