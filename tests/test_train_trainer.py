@@ -270,16 +270,20 @@ def test_deep_supervision_outputs_reach_the_loss_whole_and_metrics_first():
 # --- model preparation ---------------------------------------------------------------------
 
 
-def test_channels_last_gives_the_same_training_as_contiguous():
-    train, _ = loaders()
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channels_last_gives_the_same_training_as_contiguous(dims):
+    conv, layout = (nn.Conv2d, torch.channels_last) if dims == 2 else (nn.Conv3d, torch.channels_last_3d)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 2, *[6] * dims, generator=g)
+    loader = DataLoader(TensorDataset(x, torch.randint(0, 3, (12,), generator=g)), batch_size=4)
     results = []
     for channels_last in (False, True):
         medkern.train.seed_everything(3)
-        trainer = make_trainer(model=nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.Linear(144, 3)),
-                               channels_last=channels_last)
-        trainer.fit(train, epochs=1)
+        model = nn.Sequential(conv(2, 4, 3), nn.Flatten(), nn.Linear(4 * 4 ** dims, 3))
+        trainer = make_trainer(model=model, channels_last=channels_last)
+        trainer.fit(loader, epochs=1)
         results.append(trainer.model)
-    assert results[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert results[1][0].weight.is_contiguous(memory_format=layout)
     for a, b in zip(results[0].parameters(), results[1].parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 

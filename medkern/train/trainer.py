@@ -69,7 +69,13 @@ def prepare_model(owner: str, model: nn.Module, device: torch.device, channels_l
         from ..swapping import swap as swap_model
         model = swap_model(model, inplace=True)
     model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    return model._apply(_channels_last_tensor) if channels_last else model
+
+
+def _channels_last_tensor(t: torch.Tensor) -> torch.Tensor:
+    """channels_last for 4-D weights, channels_last_3d for 5-D (Module.to takes only one of them)."""
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    return t.contiguous(memory_format=formats[t.dim()]) if t.dim() in formats else t
 
 
 def default_device(model) -> torch.device:
