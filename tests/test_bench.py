@@ -332,3 +332,21 @@ def test_bench_model_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["bench", *argv])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+# --- python -m medkern.bench.epoch: a training epoch of the U-Net twins --------------------------
+
+
+def test_epoch_benchmark_times_both_twins_and_writes_its_json(tmp_path, capsys):
+    from medkern.bench import epoch
+
+    assert epoch.main(["--quick", "--rounds", "2", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "epoch.json").read_text())
+    assert result["name"] == "train/unet3d_epoch" and result["passed"] is None  # quick runs are not judged
+    assert [len(result["seconds"][name]) for name in ("torch", "medkern")] == [2, 2]
+    assert result["per_round_speedup"] == [t / m for t, m in zip(result["seconds"]["torch"], result["seconds"]["medkern"])]
+    # the twins trained alike: same data, same initial weights
+    assert result["last_train_loss"]["medkern"] == pytest.approx(result["last_train_loss"]["torch"], rel=1e-4)
+    assert "train/unet3d_epoch" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        epoch.main(["--rounds", "0"])

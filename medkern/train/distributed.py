@@ -51,9 +51,19 @@ def sum_over_processes(sums: dict[str, list[float]]) -> dict[str, list[float]]:
     return {name: [s, int(n)] for name, (s, n) in zip(names, totals.tolist())}
 
 
+def _already_parallel(model: nn.Module) -> bool:
+    """Wrapped in DDP or FSDP, or sharded with fully_shard, by the user."""
+    from torch.distributed import fsdp
+
+    kinds = [nn.parallel.DistributedDataParallel]
+    kinds += [getattr(fsdp, name) for name in ("FullyShardedDataParallel", "FSDPModule") if hasattr(fsdp, name)]
+    return isinstance(model, tuple(kinds))
+
+
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
-    """DistributedDataParallel around ``model`` when distributed, else the model itself."""
-    if not is_distributed():
+    """DistributedDataParallel around ``model`` when distributed (unless the user already made it
+    parallel, e.g. with FSDP), else the model itself."""
+    if not is_distributed() or _already_parallel(model):
         return model
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else None

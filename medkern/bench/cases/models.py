@@ -1,5 +1,6 @@
 """Model cases: a training step of a model users already have, as it is (eager and torch.compile)
-and after ``medkern.swap`` (the issue's targets: MONAI DynUNet and torchvision ResNet-18).
+and after ``medkern.swap`` (the issue's targets: MONAI DynUNet and torchvision ResNet-18); and of
+medkern's reference U-Net against its plain-torch twin.
 
 Both models hold the same Parameter objects (the swapped copy's are replaced by the original's),
 so every contender differentiates the same inputs. MONAI and torchvision are the ``bench``
@@ -20,19 +21,17 @@ from ..case import Case, Target, share_parameters, speedup_target
 MODEL_ROUNDS = 5  # a step takes seconds on CPU: fewer timed rounds than the op cases
 
 
-def _swapped_step_case(name: str, description: str, build: Callable[[bool], nn.Module],
-                       input_shape: Callable[[bool], tuple[int, ...]], targets: tuple[Target, ...]) -> Case:
-    from ...swapping import swap
-
+def _twin_step_case(name: str, description: str, build_twins: Callable[[bool], tuple[nn.Module, nn.Module]],
+                    input_shape: Callable[[bool], tuple[int, ...]], targets: tuple[Target, ...]) -> Case:
+    """A training step of a plain-torch model (eager, compile) against its medkern twin (same state_dict paths)."""
     models: dict[str, nn.Module] = {}
 
     def setup(device: torch.device, dtype: torch.dtype, quick: bool) -> tuple[torch.Tensor, ...]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MONAI's deprecation notices
-            original = build(quick).to(device, dtype)
-        swapped = swap(original)
-        share_parameters(original, swapped)
-        models["torch"], models["medkern"] = original, swapped
+            original, fused = (model.to(device, dtype) for model in build_twins(quick))
+        share_parameters(original, fused)
+        models["torch"], models["medkern"] = original, fused
         x = torch.randn(input_shape(quick), device=device, dtype=dtype)
         return (x, *original.parameters())
 
@@ -48,6 +47,31 @@ def _swapped_step_case(name: str, description: str, build: Callable[[bool], nn.M
     return Case(name=f"model/{name}", family="norm_act", description=description, setup=setup,
                 reference=step("torch"), fused=step("medkern"), targets=targets, tolerance=None,
                 max_rounds=MODEL_ROUNDS)
+
+
+def _swapped_step_case(name: str, description: str, build: Callable[[bool], nn.Module],
+                       input_shape: Callable[[bool], tuple[int, ...]], targets: tuple[Target, ...]) -> Case:
+    """The model as built against ``medkern.swap`` of it."""
+    from ...swapping import swap
+
+    def build_twins(quick: bool) -> tuple[nn.Module, nn.Module]:
+        original = build(quick)
+        return original, swap(original)
+
+    return _twin_step_case(name, description, build_twins, input_shape, targets)
+
+
+def _unet_twins(quick: bool) -> tuple[nn.Module, nn.Module]:
+    """medkern.models.UNet, 3D, the size examples/train_unet.py trains, and its plain-torch twin."""
+    from ...models import UNet
+
+    widths = (4, 8, 16) if quick else (16, 32, 64, 128)
+    twins = []
+    for reference in (True, False):
+        torch.manual_seed(0)
+        # without deep supervision: the case differentiates one output, and every parameter must be in it
+        twins.append(UNet(1, 2, spatial_dims=3, widths=widths, reference=reference))
+    return twins[0], twins[1]
 
 
 def _dynunet(quick: bool) -> nn.Module:
@@ -95,6 +119,11 @@ CASES = (
         "batch 32 x 250 steps: a training step, medkern.swap vs the original",
         lambda quick: SignalClassifier(hidden=16 if quick else 128),
         lambda quick: (2, 10, 12) if quick else (32, 250, 12), ()),
+    _twin_step_case(
+        "unet3d_step", "medkern.models.UNet (3D, 4 levels of 16-128 filters, instance norm, lrelu 0.01), batch "
+        "2 x 1 x 48^3: a training step, medkern layers vs the plain-torch twin",
+        _unet_twins, lambda quick: (1, 1, 16, 16, 16) if quick else (2, 1, 48, 48, 48),
+        (speedup_target("fwd_bwd", "eager", 1.2),)),
 )
 
 
