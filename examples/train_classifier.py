@@ -4,7 +4,7 @@
     python examples/train_classifier.py --medmnist pneumoniamnist.npz
     python examples/train_classifier.py --quick --out /tmp/clf
 
-Class-balanced sampling and class weights for the imbalanced data, sensitivity / specificity /
+Class-balanced sampling for the imbalanced data, sensitivity / specificity /
 AUROC as clinicians read them, early stopping on the validation AUROC, and an ROC curve of the
 test set (roc.png), next to metrics.csv/json, the checkpoints and summary.json.
 """

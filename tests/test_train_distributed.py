@@ -1,6 +1,6 @@
 """medkern.train.Trainer under DistributedDataParallel: two gloo processes on the CPU, each with half
-of every batch, end with the same parameters as one process on the combined batches; a checkpoint
-holds each process's random state and resumes on two processes."""
+of every batch, accumulating gradients over two batches, end with the same parameters as one process
+on the combined batches; a checkpoint holds each process's random state and resumes on two processes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 import medkern
 from medkern.train import Trainer, load_checkpoint
 
-SAMPLES, PER_PROCESS_BATCH, WORLD = 16, 4, 2
+SAMPLES, PER_PROCESS_BATCH, WORLD = 16, 2, 2
+ACCUMULATE = 2  # groups of 2 batches: the first of each runs under DDP's no_sync
 
 
 def data():
@@ -32,7 +33,7 @@ def model():
 
 def trainer(**options):
     return Trainer(model(), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), nn.MSELoss(), progress=False,
-                   **options)
+                   accumulate_grad_batches=ACCUMULATE, **options)
 
 
 def _worker(rank: int, rendezvous: str, out: str, checkpoint_dir: str):

@@ -97,8 +97,13 @@ def test_resume_at_an_epoch_boundary_continues_exactly(tmp_path):
     assert resumed.optimizer.param_groups[0]["lr"] == whole.optimizer.param_groups[0]["lr"] == 0.05 / 8
 
 
-@pytest.mark.parametrize("accumulate", [1, 2])
-def test_resume_in_the_middle_of_an_epoch_continues_exactly(tmp_path, accumulate):
+# (accumulate, max_steps): 5 batches an epoch (groups of 2, 2, 1 when accumulating); each stop
+# falls inside an epoch, the first or the second
+MID_EPOCH_STOPS = [(1, 2), (2, 1), (1, 7), (2, 4)]
+
+
+@pytest.mark.parametrize("accumulate,max_steps", MID_EPOCH_STOPS)
+def test_resume_in_the_middle_of_an_epoch_continues_exactly(tmp_path, accumulate, max_steps):
     train, val = loaders(generator_seed=3)  # the loader owns a generator: it is checkpointed too
     medkern.train.seed_everything(1)
     whole = make_trainer(accumulate_grad_batches=accumulate)
@@ -107,9 +112,9 @@ def test_resume_in_the_middle_of_an_epoch_continues_exactly(tmp_path, accumulate
     train, val = loaders(generator_seed=3)
     medkern.train.seed_everything(1)
     first = make_trainer(tmp_path, accumulate_grad_batches=accumulate)
-    first.fit(train, val, epochs=2, max_steps=4 // accumulate + 1)  # stops inside the first epoch... or the second
+    first.fit(train, val, epochs=2, max_steps=max_steps)
     state = load_checkpoint(tmp_path / "ckpt" / "last.pt")
-    assert state["batches_done"] > 0, "the interruption must fall inside an epoch"
+    assert 0 < state["batches_done"] < len(train), "the interruption must fall inside an epoch"
     medkern.train.seed_everything(5)
     train, val = loaders(generator_seed=11)  # a fresh loader: its generator comes from the checkpoint
     resumed = make_trainer(model=small_cnn(), accumulate_grad_batches=accumulate)
@@ -118,6 +123,45 @@ def test_resume_in_the_middle_of_an_epoch_continues_exactly(tmp_path, accumulate
     assert_same_parameters(whole.model, resumed.model)
     assert resumed.history == whole.history
     assert resumed.global_step == whole.global_step
+
+
+@pytest.mark.parametrize("accumulate,max_steps", MID_EPOCH_STOPS[:2])
+def test_fit_again_after_max_steps_continues_the_same_run(accumulate, max_steps):
+    train, val = loaders()
+    medkern.train.seed_everything(1)
+    whole = make_trainer(accumulate_grad_batches=accumulate)
+    whole.fit(train, val, epochs=2)
+    medkern.train.seed_everything(1)
+    stopped = make_trainer(accumulate_grad_batches=accumulate)
+    stopped.fit(train, val, epochs=2, max_steps=max_steps)
+    assert 0 < stopped.batches_done < len(train)
+    stopped.fit(train, val, epochs=2)
+    assert_same_parameters(whole.model, stopped.model)
+    assert stopped.history == whole.history
+
+
+def test_resume_refuses_another_accumulation_and_ends_a_finished_run(tmp_path):
+    train, val = loaders()
+    make_trainer(tmp_path, accumulate_grad_batches=2).fit(train, val, epochs=1)
+    with pytest.raises(ValueError, match="made with accumulate_grad_batches=2, this run has accumulate_grad_batches=1"):
+        make_trainer().fit(train, val, epochs=2, resume=tmp_path / "ckpt" / "last.pt")
+    stopping = make_trainer(tmp_path / "stop", early_stopping=EarlyStopping(patience=1))
+    stopping.early_stopping.bad_epochs = 1  # as if it had already stopped
+    stopping.save_checkpoint(tmp_path / "stopped.pt")
+    resumed = make_trainer(early_stopping=EarlyStopping(patience=1))
+    assert resumed.fit(train, val, epochs=5, resume=tmp_path / "stopped.pt") == []
+
+
+def test_an_iterable_dataset_loader_trains_with_a_cut_short_last_group():
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            g = torch.Generator().manual_seed(0)
+            return iter([(torch.randn(3, generator=g), torch.randn(1, generator=g)) for _ in range(10)])
+
+    trainer = Trainer(nn.Linear(3, 1), lambda p: torch.optim.SGD(p, lr=0.1), nn.MSELoss(),
+                      accumulate_grad_batches=2, progress=False)
+    trainer.fit(DataLoader(Stream(), batch_size=2), epochs=1)  # 5 batches: groups of 2, 2 and 1
+    assert trainer.global_step == 3 and trainer.batches_done == 0
 
 
 def test_rng_capture_and_restore_cover_every_generator():

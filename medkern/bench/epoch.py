@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-TARGET = 1.2  # issue 7: at least 1.2x the plain-torch twin's epoch on CPU
+from .cases.models import UNET_SPEEDUP_TARGET as TARGET
+from .cases.models import unet_twins
+
 NAME = "train/unet3d_epoch"
 
 
@@ -33,13 +35,9 @@ def _volumes(quick: bool) -> TensorDataset:
     return TensorDataset(torch.stack(images), torch.stack(masks))
 
 
-def _trainer(reference: bool, quick: bool, device: torch.device):
+def _trainer(model: torch.nn.Module, device: torch.device):
     from .. import train
-    from ..models import UNet
 
-    torch.manual_seed(0)
-    model = UNet(1, 2, spatial_dims=3, widths=(4, 8, 16) if quick else (16, 32, 64, 128), deep_supervision=True,
-                 reference=reference)
     return train.Trainer(model, lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.99, nesterov=True),
                          train.DeepSupervisionLoss(train.DiceCELoss()), device=device, seed=0, progress=False)
 
@@ -47,7 +45,8 @@ def _trainer(reference: bool, quick: bool, device: torch.device):
 def run(quick: bool = False, rounds: int = 3, device: str = "cpu") -> dict:
     device = torch.device(device)
     data = _volumes(quick)
-    trainers = {"torch": _trainer(True, quick, device), "medkern": _trainer(False, quick, device)}
+    plain, fused = unet_twins(quick, deep_supervision=True)
+    trainers = {"torch": _trainer(plain, device), "medkern": _trainer(fused, device)}
     loaders = {name: DataLoader(data, batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(0))
                for name in trainers}
     seconds: dict[str, list[float]] = {name: [] for name in trainers}

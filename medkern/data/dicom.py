@@ -12,7 +12,8 @@ import torch
 from ._files import existing_file, optional_import, unreadable
 
 # image orientations that agree to this (they are unit direction cosines) belong to one volume
-_ORIENTATION_ATOL = 1e-4
+_ORIENTATION_ATOL = 1e-4  # direction cosines: unitless
+_POSITION_ATOL_MM = 1e-4  # two slices closer than this along the normal are one position
 # slice gaps may differ by this fraction of their mean before a series counts as unevenly spaced
 _GAP_RTOL = 1e-2
 # files in a series directory that are not slices: the media directory and hidden files
@@ -151,7 +152,7 @@ def _order_by_position(slices, op: str) -> tuple[list[int], float] | None:
     if len(order) == 1:
         return order, _slice_gap(slices[0][1], slices[0][0], op)
     gaps = np.diff(along_normal[order])
-    if (gaps <= _ORIENTATION_ATOL).any():
+    if (gaps <= _POSITION_ATOL_MM).any():
         at = order[int(np.argmin(gaps))]
         raise ValueError(f"{op}: two slices share the position of {slices[at][0]!r}; expected one volume's slices")
     if np.abs(gaps - gaps.mean()).max() > _GAP_RTOL * gaps.mean():

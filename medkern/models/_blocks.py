@@ -24,7 +24,7 @@ from ..nn.norm_act import check_act
 
 SPATIAL_DIMS = (2, 3)
 NORMS = ("batch", "instance", "group")
-MAX_GROUPS = 8  # GroupNorm: the largest divisor of the channels up to this many groups
+MAX_GROUPS = 8  # GroupNorm: gcd(8, channels) groups (8 for multiples of 8, as the usual widths are)
 
 
 def conv_block(conv: nn.Module, norm: Optional[nn.Module], act: str, alpha: Optional[float], reference: bool,

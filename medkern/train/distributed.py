@@ -34,6 +34,15 @@ def gather(value) -> list:
     return values
 
 
+def broadcast(value):
+    """Rank 0's ``value`` on every process (``value`` itself when not distributed)."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 
+from .._args import check_positive_int
+
 
 class EarlyStopping:
     def __init__(self, monitor: str = "val_loss", mode: str = "min", patience: int = 5, min_delta: float = 0.0):
         if mode not in ("min", "max"):
             raise ValueError(f"medkern.train.EarlyStopping: mode must be 'min' or 'max', got {mode!r}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"medkern.train.EarlyStopping: patience must be an int >= 1, got {patience!r}")
+        check_positive_int("medkern.train.EarlyStopping", "patience", patience)
         if not min_delta >= 0:
             raise ValueError(f"medkern.train.EarlyStopping: min_delta must be >= 0, got {min_delta!r}")
         self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, float(min_delta)

@@ -15,7 +15,8 @@ from torch import nn
 from ..gan import LOSSES, gradient_penalty, r1_penalty
 from . import distributed
 from .batches import default_unpack, to_device
-from .loop import EpochLoop, check_count
+from .._args import check_positive_int
+from .loop import EpochLoop
 from .trainer import build_optimizer, check_precision, default_device, prepare_model
 
 _OP = "medkern.train.GANTrainer"
@@ -39,14 +40,14 @@ class GANTrainer(EpochLoop):
         for name, value in (("r1_gamma", r1_gamma), ("gp_weight", gp_weight)):
             if not value >= 0:
                 raise ValueError(f"{_OP}: {name} must be >= 0, got {value!r}")
-        check_count(_OP, "r1_interval", r1_interval)
-        check_count(_OP, "d_steps_per_g_step", d_steps_per_g_step)
+        check_positive_int(_OP, "r1_interval", r1_interval)
+        check_positive_int(_OP, "d_steps_per_g_step", d_steps_per_g_step)
         # no loss scaling: fp16 would need a scaler through R1's double backward
         self.amp_dtype = check_precision(_OP, precision, allowed=("fp32", "bf16"))
         if distributed.is_distributed():  # R1's double backward through DDP is not supported by torch
             raise ValueError(f"{_OP}: runs in one process; it does not support DistributedDataParallel")
         latent_dim = latent_dim if latent_dim is not None else getattr(generator, "latent_dim", None)
-        check_count(_OP, "latent_dim (or generator.latent_dim)", latent_dim)
+        check_positive_int(_OP, "latent_dim (or generator.latent_dim)", latent_dim)
         super().__init__(**loop_options)
 
         self.device = torch.device(device) if device is not None else default_device(generator)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .._args import check_positive_int
 from ..status_line import StatusLine
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -26,12 +27,9 @@ from .logger import MetricsLogger
 from .rng import capture_rng, deterministic_mode, loader_generators, restore_rng, seed_everything
 
 
-def check_count(owner: str, name: str, value, allow_none: bool = False) -> None:
-    """An int >= 1 (or None where allowed), else a ValueError naming the argument."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: {name} must be an int >= 1{' or None' if allow_none else ''}, got {value!r}")
+def check_optional_count(owner: str, name: str, value) -> None:
+    if value is not None:
+        check_positive_int(owner, name, value)
 
 
 class EpochLoop:
@@ -40,7 +38,7 @@ class EpochLoop:
     def __init__(self, *, checkpoint_dir=None, checkpoint_every: int | None = None, log_dir=None,
                  tensorboard: bool = False, progress: bool = True, seed: int | None = None,
                  deterministic: bool = False):
-        check_count(self.owner, "checkpoint_every", checkpoint_every, allow_none=True)
+        check_optional_count(self.owner, "checkpoint_every", checkpoint_every)
         if checkpoint_every is not None and checkpoint_dir is None:
             raise ValueError(f"{self.owner}: checkpoint_every needs checkpoint_dir")
         if seed is not None:
@@ -78,6 +76,10 @@ class EpochLoop:
     def _after_epoch(self, row: dict) -> tuple[bool, bool]:
         """(improved, stop) once the row is complete: scheduler and early stopping go here."""
         return False, False
+
+    def _finished(self) -> bool:
+        """True if the run has ended on its own (early stopping), so fit has nothing left to do."""
+        return False
 
     def _stateful(self) -> dict:
         """name -> object with state_dict/load_state_dict (or None where absent)."""
@@ -118,7 +120,10 @@ class EpochLoop:
 
     def _train_epoch(self, loader, epochs: int, max_steps: int | None) -> bool:
         """Train until the epoch ends (True) or ``max_steps`` optimizer steps are reached (False)."""
-        total = len(loader) if hasattr(loader, "__len__") else None
+        try:
+            total = len(loader)
+        except TypeError:  # an iterable, or a DataLoader over an IterableDataset
+            total = None
         started, first = time.perf_counter(), self.batches_done
         for batch in self._epoch_batches(loader):
             stepped = self._train_batch(batch, self.batches_done, total)
@@ -139,13 +144,16 @@ class EpochLoop:
             resume=None, max_steps: int | None = None) -> list[dict]:
         """Train for ``epochs`` epochs in all (a resumed run counts the epochs it already did); stop
         after ``max_steps`` optimizer steps in all. Returns the per-epoch history."""
-        check_count(self.owner, "epochs", epochs)
-        check_count(self.owner, "max_steps", max_steps, allow_none=True)
+        check_positive_int(self.owner, "epochs", epochs)
+        check_optional_count(self.owner, "max_steps", max_steps)
         if resume is not None:
             self.load_checkpoint(resume)
         self._generators = loader_generators(train_loader)
+        if self.batches_done and self._resume_rng is None:
+            # fit again after max_steps stopped mid-epoch: continue that epoch as a resume would
+            self._resume_rng = capture_rng(self._generators)
         with deterministic_mode(self.deterministic):
-            while self.epoch < epochs:
+            while self.epoch < epochs and not self._finished():
                 if not self._train_epoch(train_loader, epochs, max_steps):
                     if self.checkpoint_dir is not None:  # stopped mid-epoch: keep the place
                         self.save_checkpoint(self.checkpoint_dir / "last.pt")
@@ -159,6 +167,9 @@ class EpochLoop:
         """Complete the epoch's row, checkpoint and log; True if training should stop."""
         row = {"epoch": self.epoch + 1, "step": self.global_step, **self._means(over_processes=True),
                **self._epoch_row(val_loader)}
+        # every process acts on rank 0's row, so schedulers, best checkpoints (a collective) and
+        # early stopping cannot diverge where validation differs by rounding between devices
+        row = distributed.broadcast(row)
         self.history.append(row)
         improved, stop = self._after_epoch(row)
         self.epoch += 1

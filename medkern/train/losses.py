@@ -16,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .._args import check_positive_int
+
 REDUCTIONS = ("mean", "sum", "none")
 WEIGHT_SCHEMES = ("inverse", "inverse_sqrt", "effective_number")
 
@@ -87,9 +89,7 @@ def class_weights(targets: torch.Tensor | None = None, num_classes: int | None =
     if (targets is None) == (counts is None):
         raise ValueError(f"{_name(op)}: give exactly one of targets (class indices) and counts")
     if targets is not None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"{_name(op)}: num_classes must be an int >= 1 when targets are given, "
-                             f"got {num_classes!r}")
+        check_positive_int(_name(op), "num_classes", num_classes)
         if not isinstance(targets, torch.Tensor) or targets.is_floating_point() or targets.dtype == torch.bool:
             raise TypeError(f"{_name(op)}: targets must be an integer tensor of class indices")
         if targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):

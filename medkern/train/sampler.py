@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 from torch.utils.data import WeightedRandomSampler
 
+from .._args import check_positive_int
+
 
 def _labels_tensor(labels) -> torch.Tensor:
     op = "medkern.train.ClassBalancedSampler"
@@ -36,9 +38,7 @@ class ClassBalancedSampler(WeightedRandomSampler):
         labels = _labels_tensor(labels)
         if num_samples is None:
             num_samples = labels.numel()
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"medkern.train.ClassBalancedSampler: num_samples must be an int >= 1 or None, "
-                             f"got {num_samples!r}")
+        check_positive_int("medkern.train.ClassBalancedSampler", "num_samples", num_samples)
         if not replacement and num_samples > labels.numel():
             raise ValueError(f"medkern.train.ClassBalancedSampler: without replacement num_samples must be at most "
                              f"the number of labels ({labels.numel()}), got {num_samples}")

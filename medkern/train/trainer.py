@@ -28,9 +28,10 @@ import torch
 from torch import nn
 
 from . import distributed
-from .batches import batch_size, default_unpack, primary_output, to_device
+from .batches import batch_size, channels_last_format, default_unpack, primary_output, to_device
 from .early_stopping import EarlyStopping
-from .loop import EpochLoop, check_count
+from .._args import check_positive_int
+from .loop import EpochLoop
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 SCHEDULER_INTERVALS = ("epoch", "step")
@@ -73,9 +74,9 @@ def prepare_model(owner: str, model: nn.Module, device: torch.device, channels_l
 
 
 def _channels_last_tensor(t: torch.Tensor) -> torch.Tensor:
-    """channels_last for 4-D weights, channels_last_3d for 5-D (Module.to takes only one of them)."""
-    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
-    return t.contiguous(memory_format=formats[t.dim()]) if t.dim() in formats else t
+    """Module.to(memory_format=) takes one format for all; 3D weights need channels_last_3d."""
+    layout = channels_last_format(t)
+    return t.contiguous(memory_format=layout) if layout is not None else t
 
 
 def default_device(model) -> torch.device:
@@ -143,7 +144,7 @@ class Trainer(EpochLoop):
         self.amp_dtype = check_precision(_OP, precision)
         if scheduler_interval not in SCHEDULER_INTERVALS:
             raise _fail("scheduler_interval", f"one of {SCHEDULER_INTERVALS}", scheduler_interval)
-        check_count(_OP, "accumulate_grad_batches", accumulate_grad_batches)
+        check_positive_int(_OP, "accumulate_grad_batches", accumulate_grad_batches)
         if clip_grad_norm is not None and not clip_grad_norm > 0:
             raise _fail("clip_grad_norm", "a number > 0 or None", clip_grad_norm)
         if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
@@ -164,16 +165,19 @@ class Trainer(EpochLoop):
         self.clip_grad_norm = clip_grad_norm
         self.parallel_model = distributed.wrap(self.model, self.device)  # DDP under torchrun
         self.forward_model = torch.compile(self.parallel_model) if compile else self.parallel_model
+        # evaluation and prediction skip DDP, whose forward is a collective (it broadcasts buffers)
+        self.eval_model = self.forward_model if self.parallel_model is self.model else (
+            torch.compile(self.model) if compile else self.model)
         self.early_stopping = early_stopping
         self.unpack = unpack or default_unpack
 
     # --- one batch --------------------------------------------------------------------------
 
-    def _forward(self, batch):
+    def _forward(self, batch, training: bool = False):
         args, kwargs, target = self.unpack(batch)
         args, kwargs, target = (to_device(v, self.device, self.channels_last) for v in (args, kwargs, target))
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            output = self.forward_model(*args, **kwargs)
+            output = (self.forward_model if training else self.eval_model)(*args, **kwargs)
             loss = self.loss_fn(output, target) if target is not None else None
         return output, loss, target, batch_size(target, args)
 
@@ -195,13 +199,16 @@ class Trainer(EpochLoop):
     def _train_batch(self, batch, batch_index: int, total: int | None) -> bool:
         if not self.model.training:  # evaluate() restores the mode; this is for a model given in eval mode
             self.model.train()
+        if total is None and self.parallel_model is not self.model:
+            raise ValueError(f"{_OP}: under DistributedDataParallel the training loader must have a length "
+                             "(the last accumulation group of an epoch is found from it)")
         group_start = batch_index - batch_index % self.accumulate
         group = self.accumulate if total is None else min(self.accumulate, total - group_start)
         last_of_group = batch_index + 1 - group_start == group
         # DDP: gradients are averaged across processes once per group, not after every micro-batch
         no_sync = getattr(self.parallel_model, "no_sync", None)
         with no_sync() if no_sync is not None and not last_of_group else contextlib.nullcontext():
-            output, loss, target, size = self._forward(batch)
+            output, loss, target, size = self._forward(batch, training=True)
             if loss is None:
                 raise ValueError(f"{_OP}: a training batch has no target")
             scaled = loss / group
@@ -240,8 +247,11 @@ class Trainer(EpochLoop):
         return {"model": self.model, "optimizer": self.optimizer, "scaler": self.scaler,
                 "scheduler": self.scheduler, "early_stopping": self.early_stopping}
 
+    def _finished(self) -> bool:
+        return self.early_stopping is not None and self.early_stopping.should_stop
+
     def _settings(self) -> dict:
-        return {"precision": self.precision}
+        return {"precision": self.precision, "accumulate_grad_batches": self.accumulate}
 
     # --- evaluation and prediction ----------------------------------------------------------
 
