@@ -1,62 +1,29 @@
-"""medkern.train.Trainer under DistributedDataParallel: two gloo processes on the CPU, each with half
-of every batch, accumulating gradients over two batches, end with the same parameters as one process
-on the combined batches; a checkpoint holds each process's random state and resumes on two processes."""
+"""medkern.train.Trainer under torchrun: two gloo processes on the CPU, each with half of every batch,
+accumulating gradients over two batches, end with the same parameters as one process on the combined
+batches; a checkpoint holds each process's random state and resumes on two processes."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader
 
-import medkern
-from medkern.train import Trainer, load_checkpoint
+from ddp_trainer_worker import PER_PROCESS_BATCH, WORLD, data, trainer
+from medkern.train import load_checkpoint
 
-SAMPLES, PER_PROCESS_BATCH, WORLD = 16, 2, 2
-ACCUMULATE = 2  # groups of 2 batches: the first of each runs under DDP's no_sync
+WORKER = Path(__file__).with_name("ddp_trainer_worker.py")
 
 
-def data():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(SAMPLES, 2, 6, 6, generator=g, dtype=torch.float64)
-    return TensorDataset(x, torch.randn(SAMPLES, 1, generator=g, dtype=torch.float64))
-
-
-def model():
-    torch.manual_seed(0)
-    conv = medkern.nn.ConvAct(nn.Conv2d(2, 3, 3), "lrelu", 0.1)  # medkern modules inside DDP
-    head = medkern.nn.LinearAct(nn.Linear(3 * 16, 8), "tanh")
-    return nn.Sequential(conv, nn.Flatten(), head, nn.Linear(8, 1)).double()
-
-
-def trainer(**options):
-    return Trainer(model(), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), nn.MSELoss(), progress=False,
-                   accumulate_grad_batches=ACCUMULATE, **options)
-
-
-def _worker(rank: int, rendezvous: str, out: str, checkpoint_dir: str):
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
-    try:
-        # DistributedSampler without shuffling: batch k of rank r is samples r, r+2, ... of combined batch k
-        def loader():
-            return DataLoader(data(), batch_size=PER_PROCESS_BATCH, sampler=DistributedSampler(data(), shuffle=False))
-
-        run = trainer(checkpoint_dir=checkpoint_dir)
-        run.fit(loader(), epochs=1)
-        resumed = trainer()
-        resumed.fit(loader(), epochs=2, resume=f"{checkpoint_dir}/last.pt")
-        if rank == 0:
-            torch.save({"one_epoch": run.model.state_dict(), "two_epochs": resumed.model.state_dict(),
-                        "history": resumed.history}, out)
-    finally:
-        dist.destroy_process_group()
-
-
-def test_two_gloo_processes_train_like_one_on_the_combined_batch(tmp_path):
+def test_two_gloo_processes_under_torchrun_train_like_one_on_the_combined_batch(tmp_path):
     out = tmp_path / "ddp.pt"
-    mp.spawn(_worker, args=(str(tmp_path / "rendezvous"), str(out), str(tmp_path / "ckpt")), nprocs=WORLD)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}",
+               str(WORKER), str(out), str(tmp_path / "ckpt")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     result = torch.load(out)
 
     single = trainer()

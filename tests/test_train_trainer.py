@@ -407,3 +407,16 @@ def test_bad_model_optimizer_and_batches_are_named():
         trainer.fit([42], epochs=1)
     with pytest.raises(ValueError, match="epochs must be an int >= 1"):
         trainer.fit([], epochs=0)
+
+
+def test_tensorboard_gets_every_epoch_scalar(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    train, val = loaders()
+    trainer = make_trainer(log_dir=tmp_path, tensorboard=True)
+    history = trainer.fit(train, val, epochs=2)
+    trainer.logger.close()
+    events = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"train_loss", "val_loss", "lr"}
+    logged = [(e.step, e.value) for e in events.Scalars("val_loss")]
+    assert logged == [(row["epoch"], pytest.approx(row["val_loss"], rel=1e-6)) for row in history]

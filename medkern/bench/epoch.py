@@ -1,9 +1,10 @@
 """One training epoch of medkern.models.UNet (3D) on synthetic lesion volumes, medkern layers
 against the plain-torch twin, through medkern.train.Trainer as a user runs it.
 
-    python -m medkern.bench.epoch [--quick] [--rounds 3] [--out DIR] [--device cpu]
+    python -m medkern.bench.epoch [--quick] [--rounds 3] [--out DIR] [--device cpu] [--contiguous]
 
-Both twins start from the same weights and see the same batches. After an untimed first epoch
+Both twins start from the same weights, see the same batches, and run channels_last_3d as
+examples/train_unet.py does (``--contiguous``: the default layout). After an untimed first epoch
 each, the epochs are timed in alternation (the order flips every round), so a slow spell of the
 machine falls on both; the figure is the median over rounds of each round's ratio. The volumes
 are generated before timing. Writes ``epoch.json`` and prints a summary.
@@ -35,18 +36,19 @@ def _volumes(quick: bool) -> TensorDataset:
     return TensorDataset(torch.stack(images), torch.stack(masks))
 
 
-def _trainer(model: torch.nn.Module, device: torch.device):
+def _trainer(model: torch.nn.Module, device: torch.device, channels_last: bool):
     from .. import train
 
     return train.Trainer(model, lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.99, nesterov=True),
-                         train.DeepSupervisionLoss(train.DiceCELoss()), device=device, seed=0, progress=False)
+                         train.DeepSupervisionLoss(train.DiceCELoss()), device=device, channels_last=channels_last,
+                         seed=0, progress=False)
 
 
-def run(quick: bool = False, rounds: int = 3, device: str = "cpu") -> dict:
+def run(quick: bool = False, rounds: int = 3, device: str = "cpu", channels_last: bool = True) -> dict:
     device = torch.device(device)
     data = _volumes(quick)
     plain, fused = unet_twins(quick, deep_supervision=True)
-    trainers = {"torch": _trainer(plain, device), "medkern": _trainer(fused, device)}
+    trainers = {"torch": _trainer(plain, device, channels_last), "medkern": _trainer(fused, device, channels_last)}
     loaders = {name: DataLoader(data, batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(0))
                for name in trainers}
     seconds: dict[str, list[float]] = {name: [] for name in trainers}
@@ -66,7 +68,7 @@ def run(quick: bool = False, rounds: int = 3, device: str = "cpu") -> dict:
     speedup = statistics.median(ratios)
     losses = {name: trainer.history[-1]["train_loss"] for name, trainer in trainers.items()}
     return {
-        "name": NAME, "device": str(device), "quick": quick, "rounds": rounds,
+        "name": NAME, "device": str(device), "quick": quick, "rounds": rounds, "channels_last": channels_last,
         "volumes": len(data), "volume_shape": list(data.tensors[0].shape[1:]), "batches_per_epoch": len(loaders["torch"]),
         "seconds": seconds, "per_round_speedup": ratios, "speedup_vs_torch_twin": speedup,
         "last_train_loss": losses,  # the twins train alike: these agree to float32 rounding
@@ -80,11 +82,13 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny volumes and model: a smoke run, not judged")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--contiguous", action="store_true",
+                        help="both twins in the default layout (default: channels_last_3d, as examples/train_unet.py)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
-    result = run(args.quick, args.rounds, args.device)
+    result = run(args.quick, args.rounds, args.device, channels_last=not args.contiguous)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "epoch.json").write_text(json.dumps(result, indent=1))
     medians = {name: statistics.median(times) for name, times in result["seconds"].items()}

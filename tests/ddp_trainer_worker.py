@@ -1,0 +1,56 @@
+"""The script tests/test_train_distributed.py launches with torchrun: two gloo processes train the same
+small model (medkern modules inside) with the Trainer, each on its half of every batch."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+import medkern
+from medkern.train import Trainer
+
+SAMPLES, PER_PROCESS_BATCH, WORLD = 16, 2, 2
+ACCUMULATE = 2  # groups of 2 batches: the first of each runs under DDP's no_sync
+
+
+def data() -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(SAMPLES, 2, 6, 6, generator=g, dtype=torch.float64)
+    return TensorDataset(x, torch.randn(SAMPLES, 1, generator=g, dtype=torch.float64))
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    conv = medkern.nn.ConvAct(nn.Conv2d(2, 3, 3), "lrelu", 0.1)  # medkern modules inside DDP
+    head = medkern.nn.LinearAct(nn.Linear(3 * 16, 8), "tanh")
+    return nn.Sequential(conv, nn.Flatten(), head, nn.Linear(8, 1)).double()
+
+
+def trainer(**options) -> Trainer:
+    return Trainer(model(), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), nn.MSELoss(), progress=False,
+                   accumulate_grad_batches=ACCUMULATE, **options)
+
+
+def main(out: str, checkpoint_dir: str) -> None:
+    dist.init_process_group("gloo")  # torchrun's environment says who and where
+    try:
+        # DistributedSampler without shuffling: batch k of rank r holds samples r, r+2, ... of combined batch k
+        def loader():
+            return DataLoader(data(), batch_size=PER_PROCESS_BATCH, sampler=DistributedSampler(data(), shuffle=False))
+
+        run = trainer(checkpoint_dir=checkpoint_dir)
+        run.fit(loader(), epochs=1)
+        resumed = trainer()
+        resumed.fit(loader(), epochs=2, resume=f"{checkpoint_dir}/last.pt")
+        if dist.get_rank() == 0:
+            torch.save({"two_epochs": resumed.model.state_dict(), "history": resumed.history}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
