@@ -22,17 +22,19 @@ MODEL_ROUNDS = 5  # a step takes seconds on CPU: fewer timed rounds than the op 
 
 
 def _twin_step_case(name: str, description: str, build_twins: Callable[[bool], tuple[nn.Module, nn.Module]],
-                    input_shape: Callable[[bool], tuple[int, ...]], targets: tuple[Target, ...]) -> Case:
-    """A training step of a plain-torch model (eager, compile) against its medkern twin (same state_dict paths)."""
+                    input_shape: Callable[[bool], tuple[int, ...]], targets: tuple[Target, ...],
+                    memory_format: torch.memory_format = torch.contiguous_format) -> Case:
+    """A training step of a plain-torch model (eager, compile) against its medkern twin (same state_dict
+    paths); ``memory_format`` lays out both models' weights and the input alike (e.g. channels_last_3d)."""
     models: dict[str, nn.Module] = {}
 
     def setup(device: torch.device, dtype: torch.dtype, quick: bool) -> tuple[torch.Tensor, ...]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MONAI's deprecation notices
-            original, fused = (model.to(device, dtype) for model in build_twins(quick))
+            original, fused = (model.to(device, dtype, memory_format=memory_format) for model in build_twins(quick))
         share_parameters(original, fused)
         models["torch"], models["medkern"] = original, fused
-        x = torch.randn(input_shape(quick), device=device, dtype=dtype)
+        x = torch.randn(input_shape(quick), device=device, dtype=dtype).contiguous(memory_format=memory_format)
         return (x, *original.parameters())
 
     def step(which: str):
@@ -50,7 +52,8 @@ def _twin_step_case(name: str, description: str, build_twins: Callable[[bool], t
 
 
 def _swapped_step_case(name: str, description: str, build: Callable[[bool], nn.Module],
-                       input_shape: Callable[[bool], tuple[int, ...]], targets: tuple[Target, ...]) -> Case:
+                       input_shape: Callable[[bool], tuple[int, ...]], targets: tuple[Target, ...],
+                       memory_format: torch.memory_format = torch.contiguous_format) -> Case:
     """The model as built against ``medkern.swap`` of it."""
     from ...swapping import swap
 
@@ -58,7 +61,7 @@ def _swapped_step_case(name: str, description: str, build: Callable[[bool], nn.M
         original = build(quick)
         return original, swap(original)
 
-    return _twin_step_case(name, description, build_twins, input_shape, targets)
+    return _twin_step_case(name, description, build_twins, input_shape, targets, memory_format)
 
 
 UNET_SPEEDUP_TARGET = 1.2  # issue 7: the U-Net on medkern layers at least 1.2x its plain-torch twin
@@ -114,9 +117,21 @@ CASES = (
         (speedup_target("fwd_bwd", "eager", 1.2),
          Target("saved for backward <= 0.75x eager", ("saved_bytes_vs_eager",), maximum=0.75))),
     _swapped_step_case(
+        "dynunet_step_channels_last", "the same DynUNet step with the model and input in channels_last_3d "
+        "(original and swapped alike)",
+        _dynunet, lambda quick: (1, 1, 16, 16, 16) if quick else (2, 1, 48, 48, 48),
+        (speedup_target("fwd_bwd", "eager", 1.2),
+         Target("saved for backward <= 0.75x eager", ("saved_bytes_vs_eager",), maximum=0.75)),
+        memory_format=torch.channels_last_3d),
+    _swapped_step_case(
         "resnet18_step", "torchvision ResNet-18, batch 16 x 3 x 128^2: a training step, medkern.swap vs the original",
         _resnet18, lambda quick: (4, 3, 64, 64) if quick else (16, 3, 128, 128),
         (speedup_target("fwd_bwd", "eager", 1.15),)),
+    _swapped_step_case(
+        "resnet18_step_channels_last", "the same ResNet-18 step with the model and input in channels_last "
+        "(original and swapped alike)",
+        _resnet18, lambda quick: (4, 3, 64, 64) if quick else (16, 3, 128, 128),
+        (speedup_target("fwd_bwd", "eager", 1.15),), memory_format=torch.channels_last),
     _swapped_step_case(
         "lstm_classifier_step", "LSTM signal classifier (12 leads, 2 bidirectional layers of 128, MLP head), "
         "batch 32 x 250 steps: a training step, medkern.swap vs the original",
