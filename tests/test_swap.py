@@ -480,3 +480,94 @@ def test_verify_in_float32_is_judged_against_float64():
     name, worst = result.worst()
     assert 0 < worst.fraction <= 1 and "grad:0.weight" in result
     assert model[0].weight.dtype == torch.float32  # the models passed in are not converted
+
+
+# --- bias + activation pairs ---------------------------------------------------------------------
+
+
+class _BiasActs(nn.Module):
+    """act(x + bias) written the ways users write it: a viewed bias after a bias-free conv, a 1-D
+    bias after a bias-free linear (either operand order), a module activation and functional ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.bias = nn.Parameter(torch.randn(4))
+        self.fc = nn.Linear(4, 5, bias=False)
+        self.b2 = nn.Parameter(torch.randn(5))
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        y = F.leaky_relu(self.conv(x) + self.bias.view(1, -1, 1, 1), 0.2)
+        return self.act(self.b2 + self.fc(y.mean((2, 3))))
+
+
+def test_bias_activation_pairs_are_fused_exactly():
+    torch.manual_seed(0)
+    model = _BiasActs()
+    swapped = medkern.swap(model)
+    report = medkern.swap_report(swapped)
+    assert [(s.modules, s.block) for s in report.swapped] == [(("bias",), "BiasAct"), (("b2", "act"), "BiasAct")]
+    assert list(swapped.state_dict()) == list(model.state_dict())
+    medkern.verify(model, swapped, torch.randn(2, 3, 8, 8))  # float64: outputs and every gradient
+
+
+@pytest.mark.parametrize("shape", [(2, 6), (2, 3, 6), (2, 3, 4, 6)])
+def test_a_one_dimensional_bias_runs_along_the_last_dimension(shape):
+    class LastDim(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = nn.Parameter(torch.randn(6))
+
+        def forward(self, x):
+            return torch.tanh(x + self.b)
+
+    model = LastDim()
+    swapped = medkern.swap(model)
+    assert len(medkern.swap_report(swapped).swapped) == 1
+    medkern.verify(model, swapped, torch.randn(shape))
+
+
+def test_where_the_add_broadcasts_x_up_or_promotes_it_the_original_arithmetic_runs():
+    from medkern.swapping.bias_pattern import BiasActCall
+
+    call = BiasActCall((1, -1, 1, 1), "relu", None)
+    b = torch.randn(4)
+    x_small = torch.randn(4, 1, 1)  # rank 3 < 4: x + b.view(1, 4, 1, 1) has shape (1, 4, 1, 1)
+    torch.testing.assert_close(call(x_small, b), torch.relu(x_small + b.view(1, -1, 1, 1)), rtol=0, atol=0)
+    x_half = torch.randn(2, 4, 3, 3).half()  # float16 + float32 promotes to float32
+    out = call(x_half, b)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.relu(x_half + b.view(1, -1, 1, 1)), rtol=0, atol=0)
+
+
+def test_additions_that_are_not_bias_activation_pairs_are_left_alone():
+    class NotPairs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.matrix = nn.Parameter(torch.randn(3, 3))  # not a 1-D bias
+            self.b = nn.Parameter(torch.randn(3))
+
+        def forward(self, x):
+            a = torch.relu(x + self.matrix)
+            s = x + self.b  # used twice: the sum must be kept
+            return a + torch.relu(s) + s + torch.relu(x + 1.0)
+
+    model = NotPairs()
+    swapped = medkern.swap(model)
+    assert medkern.swap_report(swapped).swapped == []
+    x = torch.randn(3, 3)
+    torch.testing.assert_close(swapped(x), model(x), rtol=0, atol=0)
+
+
+def test_a_bias_with_an_activation_medkern_does_not_compute_is_reported():
+    class TanhGelu(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = nn.Parameter(torch.randn(3))
+
+        def forward(self, x):
+            return F.gelu(x + self.b, approximate="tanh")
+
+    report = medkern.swap_report(medkern.swap(TanhGelu()))
+    assert report.swapped == [] and len(report.left) == 1 and "tanh" in report.left[0].reason

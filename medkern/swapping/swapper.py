@@ -25,6 +25,7 @@ from typing import Iterable, Optional, Union
 from torch import fx, nn
 
 from .. import nn as medkern_nn
+from .bias_pattern import BiasActCall, match_bias_add
 from .patterns import Unsupported, consumes_without_aliasing, has_hooks, is_no_op, is_norm, node_act, producer_kind
 from .report import Left, SwapReport, Swapped
 from .rewrite import install, is_swapped
@@ -132,7 +133,12 @@ class _Swapper:
         fused: dict[str, nn.Module] = {}
         erased: set[fx.Node] = set()
         for node in list(graph.nodes):
-            if node in erased or node.op != "call_module":
+            if node in erased:
+                continue
+            if node.op == "call_function":
+                self._swap_bias_act(module, node, modules, path, graph, fused, erased)
+                continue
+            if node.op != "call_module":
                 continue
             target = modules.get(node.target)
             if target is None or not (producer_kind(target) or is_norm(target)):
@@ -171,6 +177,36 @@ class _Swapper:
             bypassed = [modules[n.target] for n in erased if n.op == "call_module"]
             bypassed += [m for _, m in module.named_modules() if m is not module and is_transparent(m)]
             install(module, graph, fused, list({id(m): m for m in bypassed}.values()))
+
+    def _swap_bias_act(self, module: nn.Module, node: fx.Node, modules: dict, path: str, graph: fx.Graph,
+                       fused: dict, erased: set) -> None:
+        """``act(x + bias)`` (see bias_pattern.py) -> one BiasActCall taking x and the bias."""
+        match = match_bias_add(node, module)
+        if match is None:
+            return
+        x, bias, shape, replaced = match
+        nxt, skipped, source = self._follow(replaced[-1], modules)
+        here = (_join(path, bias.target),)
+        act = self._act(nxt, source, modules, here, path)
+        if act is None:
+            return
+        paths = here + ((_join(path, nxt.target),) if nxt.op == "call_module" else ())
+        reason = self.selector.why_not(paths, "BiasAct")
+        if reason is None and any(has_hooks(modules[n.target]) for n in skipped + [nxt] if n.op == "call_module"):
+            reason = "a module has hooks, which a fused call would skip"
+        if reason is not None:
+            self.report.leave(Left(paths, reason))
+            return
+        name = f"_medkern_fused_{len(fused)}"
+        fused[name] = BiasActCall(shape, act.name, act.alpha)
+        with graph.inserting_after(nxt):
+            replacement = graph.call_module(name, (x, bias))
+        nxt.replace_all_uses_with(replacement)
+        gone = [nxt] + list(reversed(skipped)) + list(reversed(replaced))
+        for old in gone:
+            graph.erase_node(old)
+        erased.update(gone)
+        self.report.swapped.append(Swapped(paths, "BiasAct"))
 
     def _follow(self, node: fx.Node, modules: dict) -> tuple[Optional[fx.Node], list[fx.Node], fx.Node]:
         """(the one call consuming node's output, the no-op calls skipped on the way, the node whose
