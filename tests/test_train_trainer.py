@@ -420,3 +420,15 @@ def test_tensorboard_gets_every_epoch_scalar(tmp_path):
     assert set(events.Tags()["scalars"]) == {"train_loss", "val_loss", "lr"}
     logged = [(e.step, e.value) for e in events.Scalars("val_loss")]
     assert logged == [(row["epoch"], pytest.approx(row["val_loss"], rel=1e-6)) for row in history]
+
+
+def test_fp16_steps_whose_gradients_overflow_are_skipped_and_the_scale_backs_off():
+    model = linear_model().float()
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = torch.randn(4, 3), torch.randn(4, 1)
+    trainer = Trainer(model, lambda p: torch.optim.SGD(p, lr=0.1), lambda out, t: (out.float() * 1e38).sum(),
+                      precision="fp16", progress=False)  # the scaled loss's gradients overflow
+    scale = trainer.scaler.get_scale()
+    trainer.fit(DataLoader(TensorDataset(x, y), batch_size=4), epochs=1)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))  # the step was skipped
+    assert trainer.scaler.get_scale() < scale
