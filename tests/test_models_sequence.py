@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from medkern import nn as mk_nn
 from medkern.models import SequenceClassifier
-from medkern.testing.models import assert_twins_train_alike, twins, uses_medkern_layers
+from medkern.testing.models import assert_twins_interchangeable, assert_twins_train_alike, twins
 
 TOKENS = dict(num_classes=3, vocab_size=11, embedding_dim=5, hidden_size=6)
 SIGNALS = dict(num_classes=3, input_size=4, hidden_size=6)
@@ -31,12 +31,7 @@ def _loss(model, batch):
 def test_twins_have_the_same_state_dict_and_load_each_other(cell, config):
     fused, plain = twins(SequenceClassifier, torch.float32, cell=cell, num_layers=2, bidirectional=True, **config)
     assert isinstance(fused.rnn, (mk_nn.LSTM, mk_nn.GRU))
-    assert uses_medkern_layers(fused) and not uses_medkern_layers(plain)
-    assert list(fused.state_dict()) == list(plain.state_dict())
-    for (name, a), b in zip(fused.state_dict().items(), plain.state_dict().values()):
-        assert torch.equal(a, b), name  # the same seed gives the same weights
-    fused.load_state_dict(plain.state_dict())
-    plain.load_state_dict(fused.state_dict())
+    assert_twins_interchangeable(fused, plain)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

@@ -40,6 +40,17 @@ def uses_medkern_layers(model: nn.Module) -> bool:
     return any(type(m).__module__.startswith("medkern.nn.") for m in model.modules())
 
 
+def assert_twins_interchangeable(fused: nn.Module, plain: nn.Module) -> None:
+    """medkern layers in one twin only; the same state_dict keys and (after the same seed) values;
+    each twin's checkpoint loads into the other."""
+    assert uses_medkern_layers(fused) and not uses_medkern_layers(plain)
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    for (name, a), b in zip(fused.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(a, b), name  # the same seed gives the same weights
+    fused.load_state_dict(plain.state_dict())
+    plain.load_state_dict(fused.state_dict())
+
+
 def train_side_by_side(models: Sequence[nn.Module], batches: Iterable, loss_fn: Callable) -> list[list[torch.Tensor]]:
     """One SGD-with-momentum step per batch for each model (train mode), ``loss_fn(model, batch)``
     the loss; the losses, one list per step. Dropout draws the same masks in every model."""

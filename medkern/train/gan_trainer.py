@@ -16,7 +16,7 @@ from ..gan import LOSSES, gradient_penalty, r1_penalty
 from . import distributed
 from .batches import default_unpack, to_device
 from .._args import check_positive_int
-from .loop import EpochLoop
+from .loop import EpochLoop, in_eval_mode
 from .trainer import build_optimizer, check_precision, default_device, prepare_model
 
 _OP = "medkern.train.GANTrainer"
@@ -121,12 +121,8 @@ class GANTrainer(EpochLoop):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` images from the generator in eval mode (latents from ``generator`` if given)."""
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
+        with in_eval_mode(self.generator):
             return self.generator(self.latents(n, generator)).float().cpu()
-        finally:
-            self.generator.train(was_training)
 
     def _stateful(self) -> dict:
         return {"generator": self.generator, "discriminator": self.discriminator,

@@ -13,8 +13,9 @@ the checkpoint, so the run continues bit for bit as the uninterrupted one would 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -30,6 +31,17 @@ from .rng import capture_rng, deterministic_mode, loader_generators, restore_rng
 def check_optional_count(owner: str, name: str, value) -> None:
     if value is not None:
         check_positive_int(owner, name, value)
+
+
+@contextlib.contextmanager
+def in_eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """``module`` in eval mode while the block runs, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 class EpochLoop:
@@ -133,6 +145,8 @@ class EpochLoop:
                     self.save_checkpoint(self.checkpoint_dir / "last.pt")
                 if max_steps is not None and self.global_step >= max_steps:
                     return False
+            if not self.status.in_place:  # batch counters are shown only on a terminal: skip the work
+                continue
             rate = (self.batches_done - first) / max(time.perf_counter() - started, 1e-9)
             means = " ".join(f"{k[6:]} {v:.4g}" for k, v in self._means().items())
             self.status.show(f"epoch {self.epoch + 1}/{epochs} batch {self.batches_done}/{total or '?'} {means} "

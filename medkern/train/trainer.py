@@ -31,7 +31,7 @@ from . import distributed
 from .batches import batch_size, channels_last_format, default_unpack, primary_output, to_device
 from .early_stopping import EarlyStopping
 from .._args import check_positive_int
-from .loop import EpochLoop
+from .loop import EpochLoop, in_eval_mode
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 SCHEDULER_INTERVALS = ("epoch", "step")
@@ -262,12 +262,10 @@ class Trainer(EpochLoop):
         if distributed.is_distributed() and distributed.uses_distributed_sampler(loader):
             raise ValueError(f"{_OP}.evaluate: every process evaluates the whole validation set; give it a "
                              "loader without a DistributedSampler")
-        was_training = self.model.training
-        self.model.eval()
         for metric in self.metrics.values():
             metric.reset()
         loss_sum, count = 0.0, 0
-        try:
+        with in_eval_mode(self.model):
             for batch in loader:
                 output, loss, target, size = self._forward(batch)
                 if loss is None:
@@ -276,8 +274,6 @@ class Trainer(EpochLoop):
                 count += size
                 for metric in self.metrics.values():
                     metric.update(primary_output(output).float(), target)
-        finally:
-            self.model.train(was_training)
         result = {"loss": loss_sum / count if count else math.nan}
         for name, metric in self.metrics.items():
             result.update(_flatten(name, metric.compute()))
@@ -286,10 +282,6 @@ class Trainer(EpochLoop):
     @torch.no_grad()
     def predict(self, loader: Iterable) -> torch.Tensor:
         """The model's (first) output for every batch, concatenated, on the CPU."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with in_eval_mode(self.model):
             outputs = [primary_output(self._forward(batch)[0]).float().cpu() for batch in loader]
-        finally:
-            self.model.train(was_training)
         return torch.cat(outputs) if outputs else torch.empty(0)
