@@ -571,3 +571,90 @@ def test_a_bias_with_an_activation_medkern_does_not_compute_is_reported():
 
     report = medkern.swap_report(medkern.swap(TanhGelu()))
     assert report.swapped == [] and len(report.left) == 1 and "tanh" in report.left[0].reason
+
+
+class _Functional(nn.Module):
+    """A forward written with functional calls on the module's own tensors: conv + bias + relu, a
+    batch norm with running statistics + lrelu, a weight-standardized conv (a computed weight) into a
+    group norm + relu, an instance norm + silu and a linear into a module activation."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1, self.b1 = nn.Parameter(torch.randn(8, 3, 3, 3) * 0.3), nn.Parameter(torch.randn(8) * 0.1)
+        self.g, self.beta = nn.Parameter(torch.rand(8) + 0.5), nn.Parameter(torch.randn(8) * 0.1)
+        self.register_buffer("rm", torch.zeros(8))
+        self.register_buffer("rv", torch.ones(8))
+        self.w2 = nn.Parameter(torch.randn(8, 8, 3, 3) * 0.2)
+        self.gw, self.gb = nn.Parameter(torch.rand(8) + 0.5), nn.Parameter(torch.randn(8) * 0.1)
+        self.register_buffer("irm", torch.zeros(8))
+        self.register_buffer("irv", torch.ones(8))
+        self.lw, self.lb = nn.Parameter(torch.randn(5, 8) * 0.3), nn.Parameter(torch.randn(5) * 0.1)
+        self.act = nn.Tanh()
+
+    def forward(self, x):
+        x = F.relu(F.conv2d(x, self.w1, self.b1, padding=1))
+        x = F.leaky_relu(F.batch_norm(x, self.rm, self.rv, self.g, self.beta, True, 0.2, 1e-3), 0.1)
+        w = self.w2 - self.w2.mean((1, 2, 3), keepdim=True)
+        x = F.group_norm(F.conv2d(x, w, None, 1, "same"), 4, self.gw, self.gb).relu()
+        x = F.silu(F.instance_norm(x, self.irm, self.irv, momentum=0.3))
+        return self.act(F.linear(x.mean((2, 3)), self.lw, self.lb))
+
+
+def test_functional_patterns_are_fused_exactly_with_running_statistics_updated_as_torch_does():
+    torch.manual_seed(0)
+    model = _Functional().double()
+    swapped = medkern.swap(model)
+    report = medkern.swap_report(swapped)
+    assert [(s.modules, s.block) for s in report.swapped] == [
+        (("w1", "b1"), "ConvAct"), (("rm", "rv", "g", "beta"), "NormAct"), (("gw", "gb"), "NormAct"),
+        (("irm", "irv"), "NormAct"), (("lw", "lb", "act"), "LinearAct")]
+    assert report.left == []
+    assert "conv2d" in swapped.forward.source  # the conv with a computed weight feeds a norm: it stays
+    check_same_state(model, swapped)
+    x = torch.randn(4, 3, 9, 7, dtype=torch.float64)
+    for train in (True, False):
+        assert medkern.verify(model, swapped, x, train=train).ok
+    for _ in range(3):  # the running statistics of both functional norms, updated in place
+        model(x)
+        swapped(x)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(swapped.state_dict()[key], value, rtol=1e-12, atol=1e-12, msg=key)
+    assert not torch.equal(model.rm, torch.zeros(8, dtype=torch.float64))
+
+
+def test_functional_calls_medkern_cannot_run_exactly_are_left_and_reported():
+    class Traced(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 2, 3, 3))
+            self.w2 = nn.Parameter(torch.randn(4, 4, 3, 3))
+
+        def forward(self, x):
+            y = F.relu(F.conv2d(x, self.w, None, x.shape[-1] // 4))  # a stride the trace cannot fix
+            z = F.conv2d(y, self.w2, padding=1)
+            return F.relu(z) + z  # z is used twice
+
+    model = Traced().double()
+    swapped = medkern.swap(model)
+    report = medkern.swap_report(swapped)
+    assert report.swapped == []
+    reasons = left_reasons(swapped)
+    assert any("w: " in r and "traced (not constant) stride" in r for r in reasons)
+    assert any("w2: " in r and "also used elsewhere" in r for r in reasons)
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(swapped(x), model(x), rtol=0, atol=0)
+
+
+def test_functional_batch_norm_following_the_module_mode_is_left():
+    class ModeDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("rm", torch.zeros(3))
+            self.register_buffer("rv", torch.ones(3))
+
+        def forward(self, x):
+            return F.relu(F.batch_norm(x, self.rm, self.rv, training=self.training))
+
+    swapped = medkern.swap(ModeDependent())
+    assert medkern.swap_report(swapped).swapped == []
+    assert any("train/eval mode" in r for r in left_reasons(swapped))

@@ -8,6 +8,9 @@ In its graph, a chain of calls where each output feeds only the next call is a p
     Conv -> Act                        ConvAct
     Norm -> Act                        NormAct
     Linear -> Act                      LinearAct
+    act(x + self.bias)                 BiasAct           (bias_pattern.py)
+    act(F.conv*d / F.linear / F.batch_norm, F.instance_norm, F.group_norm(...))
+                                       ConvAct, LinearAct, NormAct  (functional_pattern.py)
 
 (activations as modules or as functional calls; Identity and Dropout(p=0) between them are
 skipped). The module's forward is replaced by the rewritten graph, which calls a medkern block
@@ -26,6 +29,7 @@ from torch import fx, nn
 
 from .. import nn as medkern_nn
 from .bias_pattern import BiasActCall, match_bias_add
+from .functional_pattern import fused_call, match_functional
 from .patterns import Unsupported, consumes_without_aliasing, has_hooks, is_no_op, is_norm, node_act, producer_kind
 from .report import Left, SwapReport, Swapped
 from .rewrite import install, is_swapped
@@ -137,6 +141,8 @@ class _Swapper:
                 continue
             if node.op == "call_function":
                 self._swap_bias_act(module, node, modules, path, graph, fused, erased)
+                if node not in erased:
+                    self._swap_functional(node, modules, path, graph, fused, erased)
                 continue
             if node.op != "call_module":
                 continue
@@ -191,22 +197,58 @@ class _Swapper:
         if act is None:
             return
         paths = here + ((_join(path, nxt.target),) if nxt.op == "call_module" else ())
-        reason = self.selector.why_not(paths, "BiasAct")
-        if reason is None and any(has_hooks(modules[n.target]) for n in skipped + [nxt] if n.op == "call_module"):
+        if self._left(paths, "BiasAct", skipped + [nxt], modules):
+            return
+        self._replace_chain(BiasActCall(shape, act.name, act.alpha), (x, bias), replaced, skipped, nxt, paths,
+                            "BiasAct", graph, fused, erased)
+
+    def _swap_functional(self, node: fx.Node, modules: dict, path: str, graph: fx.Graph, fused: dict,
+                         erased: set) -> None:
+        """``act(F.conv*d / F.linear / F.*_norm(x, ...))`` (see functional_pattern.py) -> one medkern call."""
+        call = match_functional(node)
+        if call is None:
+            return
+        attributes = [n for n in node.all_input_nodes if n.op == "get_attr"]
+        here = tuple(_join(path, n.target) for n in attributes) or (f"{node.name} (functional)",)
+        if len(node.users) > 1 and any(node_act(u, modules) is not None for u in node.users):
+            self.report.leave(Left(here, "its output is also used elsewhere, so it must be kept"))
+            return
+        nxt, skipped, source = self._follow(node, modules)
+        act = self._act(nxt, source, modules, here, path)
+        if act is None:
+            return
+        paths = here + ((_join(path, nxt.target),) if nxt.op == "call_module" else ())
+        if isinstance(call, Unsupported):
+            self.report.leave(Left(paths, call.reason))
+            return
+        if self._left(paths, call.block, skipped + [nxt], modules):
+            return
+        saving = self.memory_saving and all(consumes_without_aliasing(u, modules) for u in nxt.users)
+        self._replace_chain(fused_call(call, act.name, act.alpha, saving), (call.x, *call.tensors), [node], skipped,
+                            nxt, paths, call.block, graph, fused, erased)
+
+    def _left(self, paths: tuple, block_name: str, calls: list, modules: dict) -> bool:
+        """Reports and returns True if the selection or a hook on one of ``calls`` leaves the pattern."""
+        reason = self.selector.why_not(paths, block_name)
+        if reason is None and any(has_hooks(modules[n.target]) for n in calls if n.op == "call_module"):
             reason = "a module has hooks, which a fused call would skip"
         if reason is not None:
             self.report.leave(Left(paths, reason))
-            return
+        return reason is not None
+
+    def _replace_chain(self, block: nn.Module, inputs: tuple, replaced: list, skipped: list, act_node: fx.Node,
+                       paths: tuple, block_name: str, graph: fx.Graph, fused: dict, erased: set) -> None:
+        """Makes one call of ``block`` on ``inputs`` stand for the nodes ``replaced`` -> ``skipped`` -> ``act_node``."""
         name = f"_medkern_fused_{len(fused)}"
-        fused[name] = BiasActCall(shape, act.name, act.alpha)
-        with graph.inserting_after(nxt):
-            replacement = graph.call_module(name, (x, bias))
-        nxt.replace_all_uses_with(replacement)
-        gone = [nxt] + list(reversed(skipped)) + list(reversed(replaced))
+        fused[name] = block
+        with graph.inserting_after(act_node):
+            replacement = graph.call_module(name, inputs)
+        act_node.replace_all_uses_with(replacement)
+        gone = [act_node] + list(reversed(skipped)) + list(reversed(replaced))
         for old in gone:
             graph.erase_node(old)
         erased.update(gone)
-        self.report.swapped.append(Swapped(paths, "BiasAct"))
+        self.report.swapped.append(Swapped(paths, block_name))
 
     def _follow(self, node: fx.Node, modules: dict) -> tuple[Optional[fx.Node], list[fx.Node], fx.Node]:
         """(the one call consuming node's output, the no-op calls skipped on the way, the node whose
