@@ -75,3 +75,8 @@ def test_bad_arguments_are_clear_errors():
         EqualizedConv2d(2, 2, 3, up=2, down=2)
     with pytest.raises(ValueError, match="medkern.nn.EqualizedConv2d: down must be an int >= 1"):
         EqualizedConv2d(2, 2, 3, down=0)
+    for bad in (0, -0.5, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="medkern.nn.EqualizedLinear: lr_multiplier must be a finite number > 0"):
+            EqualizedLinear(2, 2, lr_multiplier=bad)
+        with pytest.raises(ValueError, match="medkern.nn.EqualizedConv2d: lr_multiplier must be a finite number > 0"):
+            EqualizedConv2d(2, 2, 3, lr_multiplier=bad)

@@ -29,6 +29,13 @@ def stylegan_gain(act: str) -> float:
     return math.sqrt(2) if activations.get(act).name in ("relu", "lrelu", "silu") else 1.0
 
 
+def check_lr_multiplier(owner: str, value) -> float:
+    """A finite number > 0: the weight is stored divided by it (0 would store infinities)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{owner}: lr_multiplier must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
 class _BiasActMixin:
     """Adds the (scaled) bias and the activation of an equalized layer, along ``dim``, in one op."""
 
@@ -65,6 +72,7 @@ class EqualizedLinear(_BiasActMixin, nn.Module):
                  lr_multiplier: float = 1.0, activation: str = "linear", alpha: Optional[float] = None,
                  gain: Optional[float] = None, clamp: Optional[float] = None):
         super().__init__()
+        lr_multiplier = check_lr_multiplier("medkern.nn.EqualizedLinear", lr_multiplier)
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
@@ -97,6 +105,7 @@ class EqualizedConv2d(_BiasActMixin, nn.Module):
                  padding: Optional[int] = None, lr_multiplier: float = 1.0):
         super().__init__()
         owner = "medkern.nn.EqualizedConv2d"
+        lr_multiplier = check_lr_multiplier(owner, lr_multiplier)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size) / lr_multiplier)
         self.weight_gain = lr_multiplier / math.sqrt(in_channels * kernel_size * kernel_size)
