@@ -136,3 +136,27 @@ def test_bad_arguments_are_clear_errors():
         kwargs = dict(x=x, weight=weight, styles=styles, padding=1) | change
         with pytest.raises(error, match=message):
             modulated_conv2d(**kwargs)
+
+
+@pytest.mark.parametrize("up", [2, 3])
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3), (2, 4), (5, 3)])
+@pytest.mark.parametrize("taps", [(1, 3, 3, 1), (1, 2), (1, 2, 5), (2, -1, 4, 3, 1)])
+def test_upsampling_on_the_input_grid_gives_the_definitions_sums(up, kernel, taps):
+    """fast_resampled_conv2d (transposed convolution, then the filter) against the reference (zero
+    insertion, filter, convolution): odd, even and non-square kernels, asymmetric filters and paddings,
+    grouped weights, float64 forward and gradients."""
+    from medkern.ops.modulated_conv2d import fast_resampled_conv2d
+    from medkern.reference.modulated_conv2d import resampled_conv2d
+
+    torch.manual_seed(0)
+    groups, x = 2, torch.randn(2, 6, 5, 7, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 3, *kernel, dtype=torch.float64, requires_grad=True)
+    for f in (fir_filter(taps, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)):  # separable, 2-D
+        for padding in ((0, 0), (1, 2), (kernel[0] // 2, kernel[1] // 2)):
+            want = resampled_conv2d(x, weight, f, up, 1, padding, groups)
+            got = fast_resampled_conv2d(x, weight, f, up, 1, padding, groups)
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+            grad = torch.randn_like(want)
+            for a, b in zip(torch.autograd.grad(got, (x, weight), grad), torch.autograd.grad(want, (x, weight), grad)):
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

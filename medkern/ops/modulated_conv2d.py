@@ -3,8 +3,10 @@
 The definition is medkern/reference/modulated_conv2d.py. Here the per-sample weight is made once,
 modulated and demodulated in one fused pass (``medkern.ops.modulate_weight``, whose backward
 recomputes it rather than saving a second copy), and all samples run as one grouped convolution;
-the FIR resampling runs on ``medkern.ops.upfirdn2d``. Every piece is differentiable to any order,
-so R1 and gradient penalties work through it.
+the FIR resampling runs on ``medkern.ops.upfirdn2d``. Upsampling convolves on the input grid, as a
+transposed convolution filtered afterwards (``fast_resampled_conv2d``), not on the up^2 times larger
+zero-inserted grid as the definition reads. Every piece is differentiable to any order, so R1 and
+gradient penalties work through it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 from typing import Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 
 from .._args import check_companion, check_float_tensor, check_positive_int
-from ..reference.modulated_conv2d import grouped_modulated_conv2d, resampled_conv2d
+from ..reference.modulated_conv2d import grouped_modulated_conv2d, resample_padding, resampled_conv2d
 from .modulate_weight import check_args as check_modulation
 from .modulate_weight import modulate_weight
 from .upfirdn2d import check_filter, fir_filter, upfirdn2d
@@ -91,7 +94,7 @@ def modulated_conv2d(
     up, down, padding, f, eps = check_args(OP, x, weight, styles, demodulate, up, down, padding,
                                            resample_filter, eps)
     w = modulate_weight(weight, styles, demodulate, eps)
-    return grouped_modulated_conv2d(x, w, f, up, down, padding, upfirdn2d)
+    return grouped_modulated_conv2d(x, w, f, up, down, padding, fast_resampled_conv2d)
 
 
 def conv2d_resample(x: torch.Tensor, weight: torch.Tensor, up: int = 1, down: int = 1,
@@ -100,4 +103,26 @@ def conv2d_resample(x: torch.Tensor, weight: torch.Tensor, up: int = 1, down: in
     op = "medkern.ops.conv2d_resample"
     check_float_tensor(op, "x", x)
     up, down, padding, f = resampling(op, x, up, down, padding, resample_filter)
-    return resampled_conv2d(x, weight, f, up, down, padding, groups, upfirdn2d)
+    return fast_resampled_conv2d(x, weight, f, up, down, padding, groups)
+
+
+def fast_resampled_conv2d(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor, up: int, down: int,
+                          padding: tuple[int, int], groups: int = 1) -> torch.Tensor:
+    """The reference's resampled convolution (medkern/reference/modulated_conv2d.py), with
+    upsampling reordered so the convolution runs on the input grid: 1 / up^2 of its multiply-adds.
+
+    Along an axis with K kernel taps, the reference correlates the weight k with the filtered,
+    zero-inserted input; correlating first instead, sum_q k[q] u[r + q] = sum_i x[i] k[up*i - r] is
+    conv_transpose(x, flip(k), stride=up) at r + K - 1. Filtering that afterwards gives the same
+    sums when the filter's padding (a0, a1) becomes (a0 - (K - 1), a1 - (K - up)).
+    """
+    if up == 1:
+        return resampled_conv2d(x, weight, f, up, down, padding, groups, upfirdn2d)
+    out_channels, in_per_group, kh, kw = weight.shape
+    # conv_transpose2d takes (in, out / groups, kh, kw): each group's block transposed
+    transposed = (weight.reshape(groups, out_channels // groups, in_per_group, kh, kw).transpose(1, 2)
+                  .reshape(groups * in_per_group, out_channels // groups, kh, kw).flip(2, 3))
+    t = F.conv_transpose2d(x, transposed, stride=up, groups=groups)
+    x0, x1, y0, y1 = resample_padding(f, up, down, padding)
+    return upfirdn2d(t, f, (1, 1), (1, 1), (x0 - (kw - 1), x1 - (kw - up), y0 - (kh - 1), y1 - (kh - up)), False,
+                     float(up * up))

@@ -48,16 +48,16 @@ def resampled_conv2d(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor, up:
 
 
 def grouped_modulated_conv2d(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, up: int, down: int,
-                             padding: tuple[int, int], upfirdn2d: Callable = reference_upfirdn2d) -> torch.Tensor:
-    """Convolves each x[n] (N, I, H, W) with its own weight w[n] (N, O, I, kh, kw) as one grouped conv."""
+                             padding: tuple[int, int], conv: Callable = resampled_conv2d) -> torch.Tensor:
+    """Convolves each x[n] (N, I, H, W) with its own weight w[n] (N, O, I, kh, kw) as one grouped conv;
+    ``conv`` is called as resampled_conv2d(x, weight, f, up, down, padding, groups)."""
     n, in_channels, h, width = x.shape
     out_channels = w.shape[1]
     if n == 0 or out_channels == 0:  # a grouped conv needs groups >= 1 and conv2d an output channel: one
         # plain conv with a zero weight of one sample's shape (>= 1 channel), tied to w so gradients are zeros
         shared = w.sum(0) if out_channels else w.sum((0, 1)).unsqueeze(0)
-        return resampled_conv2d(x, shared, f, up, down, padding, 1, upfirdn2d)[:, :out_channels]
-    y = resampled_conv2d(x.reshape(1, n * in_channels, h, width), w.reshape(-1, *w.shape[2:]), f, up, down,
-                         padding, n, upfirdn2d)
+        return conv(x, shared, f, up, down, padding, 1)[:, :out_channels]
+    y = conv(x.reshape(1, n * in_channels, h, width), w.reshape(-1, *w.shape[2:]), f, up, down, padding, n)
     return y.reshape(n, -1, *y.shape[2:])
 
 
