@@ -129,6 +129,14 @@ at::Tensor segment_counts(const NormShape& shape, const at::Tensor& like) {
   return counts;
 }
 
+// [N, C, K] per-segment values summed over the segments: [N, C]. ATen reduces a short innermost
+// dim one (n, c) row at a time, which costs more than the kernels for small planes with many
+// channels (channels_last, K >= 2); with the segments outermost it adds whole rows.
+at::Tensor sum_segments(const at::Tensor& partials) {
+  if (partials.size(2) == 1) return partials.squeeze(2);
+  return partials.permute({2, 0, 1}).contiguous().sum(0);
+}
+
 // Mean and biased variance per statistics group from per-segment means and squared deviations
 // ([N, C, K]), combined exactly (Chan et al.) in float64.
 std::pair<at::Tensor, at::Tensor> combine_moments(const at::Tensor& mean_p, const at::Tensor& m2_p, const Setup& s,
@@ -136,10 +144,10 @@ std::pair<at::Tensor, at::Tensor> combine_moments(const at::Tensor& mean_p, cons
   const at::Tensor counts = segment_counts(s.shape, x).reshape({1, 1, -1});
   const at::Tensor m = mean_p.to(at::kDouble), m2 = m2_p.to(at::kDouble);
   const double total = static_cast<double>(group_count(s));
-  const at::Tensor sum_nc = (m * counts).sum(2);
+  const at::Tensor sum_nc = sum_segments(m * counts);
   const at::Tensor group_mean = sum_per_group(sum_nc, s) / total;
   const at::Tensor spread = per_sample_channel(group_mean, s, false).unsqueeze(2);
-  const at::Tensor m2_nc = m2.sum(2) + (counts * (m - spread).square()).sum(2);
+  const at::Tensor m2_nc = sum_segments(m2) + sum_segments(counts * (m - spread).square());
   return {group_mean, sum_per_group(m2_nc, s) / total};
 }
 
@@ -255,7 +263,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_backward(
     at::Tensor sum_dpre_xhat = at::empty_like(sum_dpre);
     kernels.grad_sums(saved.scalar_type(), s.act, alpha, saved_is_output, g.const_data_ptr(), saved.const_data_ptr(),
                       tables(k2, k3), shape, sum_dpre.mutable_data_ptr(), sum_dpre_xhat.mutable_data_ptr());
-    const at::Tensor a = sum_dpre.to(at::kDouble).sum(2), b = sum_dpre_xhat.to(at::kDouble).sum(2);
+    const at::Tensor a = sum_segments(sum_dpre.to(at::kDouble)), b = sum_segments(sum_dpre_xhat.to(at::kDouble));
     if (want_weight) dweight = b.sum(0).to(weight->scalar_type());
     if (want_bias) dbias = a.sum(0).to(bias->scalar_type());
     if (batch_stats) {
