@@ -350,3 +350,33 @@ def test_epoch_benchmark_times_both_twins_and_writes_its_json(tmp_path, capsys):
     assert "train/unet3d_epoch" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         epoch.main(["--rounds", "0"])
+
+
+# --- python -m medkern.bench.ceiling: the speed-up fusion can reach around the library convolution --
+
+
+def test_ceiling_reports_the_convolution_share_of_cases_whose_medkern_call_convolves(tmp_path, capsys):
+    from medkern.bench import ceiling
+
+    assert ceiling.main(["--quick", "--rounds", "1", "--filter", "cnn/resnet_block", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "ceiling.json").read_text())["rows"]
+    assert [(r["case"], r["mode"], r["target"]) for r in rows] == [
+        ("cnn/resnet_block", "fwd_bwd", 1.2), ("cnn/resnet_block_eval", "fwd", 1.3)]
+    for r in rows:
+        assert 0 < r["convolution_ms"] < r["eager_ms_profiled"] and 0 < r["medkern_convolution_ms"]
+        assert r["convolution_share"] == pytest.approx(r["convolution_ms"] / r["eager_ms_profiled"])
+        assert r["ceiling"] == pytest.approx(1 / r["convolution_share"])
+        assert r["target_above_ceiling"] == (r["target"] > r["ceiling"])
+    assert "| cnn/resnet_block | fwd+bwd |" in capsys.readouterr().out
+    # medkern's upfirdn2d replaces its reference's convolution: no ceiling to report
+    assert ceiling.run(quick=True, rounds=1, name_filter="gan/upfirdn2d_up2") == []
+    with pytest.raises(SystemExit):
+        ceiling.main(["--rounds", "0"])
+
+
+def test_ceiling_counts_library_convolutions_only():
+    from medkern.bench.ceiling import is_convolution
+
+    assert all(map(is_convolution, ("aten::convolution_backward", "aten::mkldnn_convolution",
+                                    "aten::slow_conv_transpose2d", "mkldnn::_convolution_pointwise")))
+    assert not any(map(is_convolution, ("aten::native_batch_norm", "medkern::norm_act", "aten::add_")))
