@@ -367,6 +367,7 @@ def test_ceiling_reports_the_convolution_share_of_cases_whose_medkern_call_convo
         assert r["convolution_share"] == pytest.approx(r["convolution_ms"] / r["eager_ms_profiled"])
         assert r["ceiling"] == pytest.approx(1 / r["convolution_share"])
         assert r["target_above_ceiling"] == (r["target"] > r["ceiling"])
+        assert r["convolution_gflops_per_s"] > 0  # the FLOP counter saw the convolutions
     assert "| cnn/resnet_block | fwd+bwd |" in capsys.readouterr().out
     # medkern's upfirdn2d replaces its reference's convolution: no ceiling to report
     assert ceiling.run(quick=True, rounds=1, name_filter="gan/upfirdn2d_up2") == []

@@ -7,7 +7,8 @@ after it: bias, normalization, activation. For every case with a speed-up target
 eager's call (forward + ``torch.autograd.grad`` for a fwd+bwd target, as ``medkern bench`` times
 it; the forward under no_grad for a fwd target) runs ``--rounds`` times under torch.profiler. The
 self CPU time of the convolution ops (forward, input and weight gradients) over the self CPU time
-of every op is the convolution's share s. Were every other op free, the step would take s of
+of every op is the convolution's share s (and torch's FLOP counter gives the rate the convolutions
+ran at, to compare with the CPU's peak). Were every other op free, the step would take s of
 eager's time, so no fusion around the library convolution beats ``1 / s`` while the convolutions
 take as long as in eager's call: a target above that ceiling needs a faster convolution than the
 library's. The profiler's own per-op cost inflates the other ops, so the measured ceiling errs
@@ -22,9 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from .case import EAGER, Case, _under_backend
 from .cases import all_cases
@@ -58,6 +61,26 @@ def _profiled_ms(fn, inputs: tuple, upstream: torch.Tensor, mode: str, rounds: i
     return total / rounds / 1e3, conv / rounds / 1e3
 
 
+def convolution_flops(fn, inputs: tuple, upstream: torch.Tensor, mode: str) -> Optional[float]:
+    """The multiply-adds x 2 of the convolution ops in one call of ``fn`` (torch's FLOP counter), or
+    None where the counter cannot follow the call (its module hooks refuse a double backward)."""
+    wrt = [t for t in inputs if t.requires_grad]
+    kept = [t.grad for t in wrt]
+    try:
+        with FlopCounterMode(display=False) as counter:
+            if mode == "fwd_bwd":  # the counter's hooks need backward(), not autograd.grad
+                torch.autograd.backward(fn(*inputs), upstream, inputs=wrt)
+            else:
+                with torch.no_grad():
+                    fn(*inputs)
+    except RuntimeError:
+        return None
+    finally:
+        for t, grad in zip(wrt, kept):
+            t.grad = grad
+    return float(sum(n for op, n in counter.get_flop_counts()["Global"].items() if "conv" in str(op)))
+
+
 def convolution_share(case: Case, mode: str, rounds: int, quick: bool) -> dict:
     """The convolution ops' share of eager's self CPU time in ``mode``, and medkern's convolution time."""
     torch.manual_seed(SEED)
@@ -67,9 +90,11 @@ def convolution_share(case: Case, mode: str, rounds: int, quick: bool) -> dict:
     total, conv = _profiled_ms(case.reference, inputs, upstream, mode, rounds)
     medkern_total, medkern_conv = _profiled_ms(_under_backend(case.fused, "cpu"), inputs, upstream, mode, rounds)
     share = conv / total if total else float("nan")
+    flops = convolution_flops(case.reference, inputs, upstream, mode)
     return {"eager_ms_profiled": total, "convolution_ms": conv, "convolution_share": share,
             "ceiling": 1 / share if share else float("inf"), "medkern_ms_profiled": medkern_total,
-            "medkern_convolution_ms": medkern_conv}
+            "medkern_convolution_ms": medkern_conv,
+            "convolution_gflops_per_s": flops / conv / 1e6 if flops and conv else None}
 
 
 def run(quick: bool = False, rounds: int = 5, name_filter: str = "") -> list[dict]:
@@ -95,13 +120,15 @@ MARKDOWN_HEADER = ("# Convolution share and speed-up ceiling (`python -m medkern
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| case | mode | eager (profiled) ms | its convolutions ms | share | ceiling | target | "
+    lines = ["| case | mode | eager (profiled) ms | its convolutions ms | their GFLOP/s | share | ceiling | target | "
              "medkern (profiled) ms | its convolutions ms |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         verdict = " (above the ceiling)" if r["target_above_ceiling"] else ""
+        rate = r.get("convolution_gflops_per_s")
         lines.append(f"| {r['case']} | {'fwd+bwd' if r['mode'] == 'fwd_bwd' else r['mode']} | "
-                     f"{r['eager_ms_profiled']:.1f} | {r['convolution_ms']:.1f} | {r['convolution_share']:.0%} | "
+                     f"{r['eager_ms_profiled']:.1f} | {r['convolution_ms']:.1f} | "
+                     f"{'' if rate is None else f'{rate:.0f}'} | {r['convolution_share']:.0%} | "
                      f"{r['ceiling']:.2f}x | {r['target']:g}x{verdict} | {r['medkern_ms_profiled']:.1f} | "
                      f"{r['medkern_convolution_ms']:.1f} |")
     return "\n".join(lines)
