@@ -52,6 +52,23 @@ def test_reference_matches_the_definition_by_hand():
     torch.testing.assert_close(got[0, 0], want, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("up, down", [(1, 1), (2, 1), (1, 2), (3, 2), (2, 3)])
+@pytest.mark.parametrize("taps", [(1, 3, 3, 1), (2, -1, 0.5), (1, 2, 3, 4, 5, 6)])
+def test_reference_matches_scipy_upfirdn_along_both_axes(up, down, taps):
+    """An independent implementation: scipy.signal.upfirdn (upsample, full FIR convolution,
+    downsample) along width then height equals the separable reference padded by len(taps) - 1 on
+    each side, up to scipy's shorter upsampled length ((size - 1) * up + 1 samples, not size * up)."""
+    from scipy import signal  # the test extra installs scipy
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 5, 7, dtype=torch.float64)
+    f = torch.tensor(taps, dtype=torch.float64)
+    pad = len(taps) - 1
+    got = reference_upfirdn2d(x, f, (up, up), (down, down), (pad, pad, pad, pad), False, 1.0)[0, 0]
+    want = signal.upfirdn(taps, signal.upfirdn(taps, x[0, 0].numpy(), up, down, axis=1), up, down, axis=0)
+    torch.testing.assert_close(got[: want.shape[0], : want.shape[1]], torch.from_numpy(want), rtol=1e-12, atol=1e-12)
+    assert got.shape[0] - want.shape[0] <= up and got.shape[1] - want.shape[1] <= up
+
+
 # small planes: gradcheck perturbs every input and output element (Triton's interpreter is slow)
 GRADCHECK_CASES = [dataclasses.replace(case, shape=shape) for case, shape in
                    ((CASES[0], (1, 2, 3, 4)), (CASES[2], (1, 1, 4, 3)), (CASES[3], (1, 1, 3, 4)),

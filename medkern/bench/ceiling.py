@@ -78,7 +78,8 @@ def convolution_flops(fn, inputs: tuple, upstream: torch.Tensor, mode: str) -> O
     finally:
         for t, grad in zip(wrt, kept):
             t.grad = grad
-    return float(sum(n for op, n in counter.get_flop_counts()["Global"].items() if "conv" in str(op)))
+    counts = counter.get_flop_counts().get("Global", {})  # empty when nothing was counted
+    return float(sum(n for op, n in counts.items() if "conv" in str(op))) or None
 
 
 def convolution_share(case: Case, mode: str, rounds: int, quick: bool) -> dict:
