@@ -3,10 +3,15 @@
 Under ``torchrun`` (or any initialized process group with more than one process) the loops wrap
 the model in DistributedDataParallel, sum the epoch's running losses over processes so every
 process logs the same row, write checkpoints from rank 0 only, and keep each process's random
-state in the checkpoint so that a resume is exact on every rank.
+state in the checkpoint so that a resume is exact on every rank. A model the user sharded with
+FSDP (``fully_shard`` or FullyShardedDataParallel) is checkpointed whole: its and its optimizer's
+shards are gathered into full state dicts (torch.distributed.checkpoint), which load back into
+the same sharding.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -60,13 +65,45 @@ def sum_over_processes(sums: dict[str, list[float]]) -> dict[str, list[float]]:
     return {name: [s, int(n)] for name, (s, n) in zip(names, totals.tolist())}
 
 
-def _already_parallel(model: nn.Module) -> bool:
-    """Wrapped in DDP or FSDP, or sharded with fully_shard, by the user."""
+def _fsdp_kinds() -> tuple:
     from torch.distributed import fsdp
 
-    kinds = [nn.parallel.DistributedDataParallel]
-    kinds += [getattr(fsdp, name) for name in ("FullyShardedDataParallel", "FSDPModule") if hasattr(fsdp, name)]
-    return isinstance(model, tuple(kinds))
+    return tuple(getattr(fsdp, name) for name in ("FullyShardedDataParallel", "FSDPModule") if hasattr(fsdp, name))
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Some of ``model`` is sharded by FSDP: its own state_dict would hold this process's shards only."""
+    kinds = _fsdp_kinds()
+    return bool(kinds) and any(isinstance(m, kinds) for m in model.modules())
+
+
+def full_state(model: nn.Module, optimizer) -> tuple[dict, Optional[dict]]:
+    """The whole state of a sharded ``model`` and of its ``optimizer`` (or None), gathered from every
+    process onto every process: torch.distributed.checkpoint's full state dicts, keyed by parameter
+    name (the optimizer's too)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True)
+    if optimizer is None:
+        return get_model_state_dict(model, options=options), None
+    return get_state_dict(model, optimizer, options=options)
+
+
+def load_full_state(model: nn.Module, optimizer, model_state: dict, optimizer_state: Optional[dict]) -> None:
+    """Puts full state dicts (``full_state``'s) back into a sharded model and its optimizer."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
+
+    options = StateDictOptions(full_state_dict=True)
+    if optimizer is None:
+        set_model_state_dict(model, model_state, options=options)
+    else:
+        set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state,
+                       options=options)
+
+
+def _already_parallel(model: nn.Module) -> bool:
+    """Wrapped in DDP or FSDP, or sharded with fully_shard, by the user."""
+    return isinstance(model, (nn.parallel.DistributedDataParallel, *_fsdp_kinds()))
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:

@@ -97,6 +97,13 @@ class EpochLoop:
         """name -> object with state_dict/load_state_dict (or None where absent)."""
         raise NotImplementedError
 
+    # (model, its optimizer) among the _stateful names: a model sharded by FSDP is saved with its
+    # optimizer as full state dicts (distributed.full_state)
+    MODEL_OPTIMIZERS: tuple[tuple[str, str], ...] = ()
+
+    def _sharded(self, parts: dict) -> list[tuple[str, str]]:
+        return [(m, o) for m, o in self.MODEL_OPTIMIZERS if parts[m] is not None and distributed.is_sharded(parts[m])]
+
     def _settings(self) -> dict:
         """Settings a resumed run must share with the checkpoint (compared on load)."""
         return {}
@@ -201,8 +208,16 @@ class EpochLoop:
     # --- checkpoints ------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
+        parts = self._stateful()
+        sharded = self._sharded(parts)
+        gathered = {name for pair in sharded for name in pair}
+        state = {name: part.state_dict() if part is not None else None for name, part in parts.items()
+                 if name not in gathered}
+        for model, optimizer in sharded:
+            state[model], state[optimizer] = distributed.full_state(parts[model], parts[optimizer])
         return {
-            **{name: part.state_dict() if part is not None else None for name, part in self._stateful().items()},
+            **state,
+            "sharded": [model for model, _ in sharded],
             "settings": self._settings(),
             "epoch": self.epoch,
             "global_step": self.global_step,
@@ -239,9 +254,17 @@ class EpochLoop:
             if (state[name] is None) != (part is None):
                 raise ValueError(f"{self.owner}: the checkpoint {'has no' if state[name] is None else 'has'} {name} "
                                  f"state and this run {'has no' if part is None else 'has a'} {name}")
+        sharded = self._sharded(parts)
+        if state.get("sharded", []) != [model for model, _ in sharded]:
+            raise ValueError(f"{self.owner}: the checkpoint was made with {state.get('sharded', []) or 'no model'} "
+                             f"sharded by FSDP, this run shards {[m for m, _ in sharded] or 'none'}; resume with the "
+                             "same sharding")
+        gathered = {name for pair in sharded for name in pair}
         for name, part in parts.items():
-            if part is not None:
+            if part is not None and name not in gathered:
                 part.load_state_dict(state[name])
+        for model, optimizer in sharded:
+            distributed.load_full_state(parts[model], parts[optimizer], state[model], state[optimizer])
         self.epoch, self.global_step, self.batches_done = state["epoch"], state["global_step"], state["batches_done"]
         self._sums = {name: list(total) for name, total in state["sums"].items()}
         self.history = list(state["history"])

@@ -243,6 +243,8 @@ class Trainer(EpochLoop):
             return False, False
         return self.early_stopping.update(row), self.early_stopping.should_stop
 
+    MODEL_OPTIMIZERS = (("model", "optimizer"),)
+
     def _stateful(self) -> dict:
         return {"model": self.model, "optimizer": self.optimizer, "scaler": self.scaler,
                 "scheduler": self.scheduler, "early_stopping": self.early_stopping}
