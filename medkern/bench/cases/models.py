@@ -47,7 +47,7 @@ def _twin_step_case(name: str, description: str, build_twins: Callable[[bool], t
         return run
 
     return Case(name=f"model/{name}", family="norm_act", description=description, setup=setup,
-                reference=step("torch"), fused=step("medkern"), targets=targets, tolerance=None,
+                reference=step("torch"), fused=step("medkern"), targets=targets, tolerance=("model_step", "forward"),
                 max_rounds=MODEL_ROUNDS)
 
 
