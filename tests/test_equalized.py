@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -75,8 +76,12 @@ def test_bad_arguments_are_clear_errors():
         EqualizedConv2d(2, 2, 3, up=2, down=2)
     with pytest.raises(ValueError, match="medkern.nn.EqualizedConv2d: down must be an int >= 1"):
         EqualizedConv2d(2, 2, 3, down=0)
-    for bad in (0, -0.5, float("inf"), float("nan"), True, "1"):
-        with pytest.raises(ValueError, match="medkern.nn.EqualizedLinear: lr_multiplier must be a finite number > 0"):
+    for bad, error, what in ((0, ValueError, "a finite number > 0"), (-0.5, ValueError, "a finite number > 0"),
+                             (float("inf"), ValueError, "a finite number > 0"),
+                             (float("nan"), ValueError, "a finite number > 0"),
+                             (True, TypeError, "a real number"), ("1", TypeError, "a real number")):
+        with pytest.raises(error, match=f"medkern.nn.EqualizedLinear: lr_multiplier must be {what}"):
             EqualizedLinear(2, 2, lr_multiplier=bad)
-        with pytest.raises(ValueError, match="medkern.nn.EqualizedConv2d: lr_multiplier must be a finite number > 0"):
+        with pytest.raises(error, match=f"medkern.nn.EqualizedConv2d: lr_multiplier must be {what}"):
             EqualizedConv2d(2, 2, 3, lr_multiplier=bad)
+    assert EqualizedLinear(2, 2, lr_multiplier=np.float32(0.5)).weight_gain == pytest.approx(0.5 / 2 ** 0.5)

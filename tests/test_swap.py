@@ -658,3 +658,38 @@ def test_functional_batch_norm_following_the_module_mode_is_left():
     swapped = medkern.swap(ModeDependent())
     assert medkern.swap_report(swapped).swapped == []
     assert any("train/eval mode" in r for r in left_reasons(swapped))
+
+
+class _MoreFunctional(nn.Module):
+    """conv1d and conv3d with "same" padding and keyword-only arguments, a batch norm on its running
+    statistics (training=False), an instance norm on its running statistics (use_input_stats=False),
+    and a linear whose bias broadcasts (shape (1,)), as F.linear allows."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1, self.w3 = nn.Parameter(torch.randn(4, 2, 3) * 0.4), nn.Parameter(torch.randn(3, 2, 3, 3, 3) * 0.3)
+        self.register_buffer("rm", torch.randn(4) * 0.1)
+        self.register_buffer("rv", torch.rand(4) + 0.5)
+        self.register_buffer("irm", torch.randn(3) * 0.1)
+        self.register_buffer("irv", torch.rand(3) + 0.5)
+        self.lw, self.lb = nn.Parameter(torch.randn(5, 4) * 0.3), nn.Parameter(torch.randn(1))
+
+    def forward(self, signal, volume):
+        a = F.elu(F.conv1d(input=signal, weight=self.w1, padding="same"))
+        a = F.relu(F.batch_norm(a, self.rm, self.rv, training=False))
+        v = F.silu(F.conv3d(volume, self.w3, None, 1, "same"))
+        v = torch.sigmoid(F.instance_norm(v, self.irm, self.irv, use_input_stats=False))
+        return torch.tanh(F.linear(a.mean(2), self.lw, self.lb)), v
+
+
+def test_functional_conv1d_conv3d_running_statistics_and_a_broadcast_linear_bias():
+    torch.manual_seed(0)
+    model = _MoreFunctional().double()
+    swapped = medkern.swap(model)
+    report = medkern.swap_report(swapped)
+    assert [s.block for s in report.swapped] == ["ConvAct", "NormAct", "ConvAct", "NormAct", "LinearAct"]
+    assert report.left == []
+    signal, volume = torch.randn(3, 2, 7, dtype=torch.float64), torch.randn(2, 2, 4, 5, 3, dtype=torch.float64)
+    for train in (True, False):
+        assert medkern.verify(model, swapped, signal, volume, train=train).ok
+    check_same_state(model, swapped)  # running statistics used, not updated

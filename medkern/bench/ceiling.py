@@ -11,9 +11,10 @@ of every op is the convolution's share s (and torch's FLOP counter gives the rat
 ran at, to compare with the CPU's peak). Were every other op free, the step would take s of
 eager's time, so no fusion around the library convolution beats ``1 / s`` while the convolutions
 take as long as in eager's call: a target above that ceiling needs a faster convolution than the
-library's. The profiler's own per-op cost inflates the other ops, so the measured ceiling errs
-high; medkern's convolution time is reported too, since memory effects (fewer fresh pages to
-fault) can make the same convolutions faster in medkern's call. Only cases whose medkern call runs library
+library's. The share is an estimate: the profiler adds a cost to every op and leaves out the time
+between ops (Python, dispatch), and the machine's noise moves it from run to run, so compare
+several runs. medkern's convolution time is reported too, since memory effects (fewer fresh
+pages to fault) can make the same convolutions faster in medkern's call. Only cases whose medkern call runs library
 convolutions too are reported (medkern's own upfirdn2d replaces the convolution of its reference,
 for one). Writes ``ceiling.json`` and ``ceiling.md`` and prints the table.
 """
@@ -115,9 +116,10 @@ def run(quick: bool = False, rounds: int = 5, name_filter: str = "") -> list[dic
 MARKDOWN_HEADER = ("# Convolution share and speed-up ceiling (`python -m medkern.bench.ceiling`)\n\n"
                    "Self CPU time under torch.profiler per call, float32. The ceiling is eager's time over its "
                    "convolutions' time: the speed-up if every other op were free and the convolutions took as "
-                   "long in medkern's call as in eager's. The profiler's per-op overhead inflates the other ops, "
-                   "so the true ceiling is lower; where medkern's convolutions run faster than eager's (last "
-                   "column: fewer fresh pages to fault, warmer caches), medkern can pass it.")
+                   "long in medkern's call as in eager's. An estimate: the profiler adds a cost to every op and "
+                   "leaves out the time between ops, and it moves from run to run with the machine's noise; "
+                   "where medkern's convolutions run faster than eager's (last column: fewer fresh pages to "
+                   "fault, warmer caches), medkern can pass it.")
 
 
 def table(rows: list[dict]) -> str:

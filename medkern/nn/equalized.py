@@ -11,6 +11,7 @@ checkpoints load both ways; the layer they compute is not nn.Linear's (the weigh
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Sequence, Union
 
 import torch
@@ -31,7 +32,9 @@ def stylegan_gain(act: str) -> float:
 
 def check_lr_multiplier(owner: str, value) -> float:
     """A finite number > 0: the weight is stored divided by it (0 would store infinities)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: lr_multiplier must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{owner}: lr_multiplier must be a finite number > 0, got {value!r}")
     return float(value)
 

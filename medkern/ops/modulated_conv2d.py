@@ -102,6 +102,12 @@ def conv2d_resample(x: torch.Tensor, weight: torch.Tensor, up: int = 1, down: in
     """conv2d with modulated_conv2d's resampling, for an ordinary (shared) weight."""
     op = "medkern.ops.conv2d_resample"
     check_float_tensor(op, "x", x)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{op}: weight must be a torch.Tensor, got {type(weight).__name__}")
+    groups = check_positive_int(op, "groups", groups)  # dtypes are conv2d's to reconcile (autocast)
+    if weight.dim() != 4 or weight.shape[0] % groups or x.dim() != 4 or x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(f"{op}: weight must be (O, I / groups, kh, kw) with O divisible by groups = {groups} for x "
+                         f"(N, I, H, W); got weight {tuple(weight.shape)}, x {tuple(x.shape)}")
     up, down, padding, f = resampling(op, x, up, down, padding, resample_filter)
     return fast_resampled_conv2d(x, weight, f, up, down, padding, groups)
 
@@ -109,7 +115,8 @@ def conv2d_resample(x: torch.Tensor, weight: torch.Tensor, up: int = 1, down: in
 def fast_resampled_conv2d(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor, up: int, down: int,
                           padding: tuple[int, int], groups: int = 1) -> torch.Tensor:
     """The reference's resampled convolution (medkern/reference/modulated_conv2d.py), with
-    upsampling reordered so the convolution runs on the input grid: 1 / up^2 of its multiply-adds.
+    upsampling reordered so the convolution runs on the input grid: 1 / up^2 of its multiply-adds
+    (the FIR filter then runs over the O output channels instead of the I input channels).
 
     Along an axis with K kernel taps, the reference correlates the weight k with the filtered,
     zero-inserted input; correlating first instead, sum_q k[q] u[r + q] = sum_i x[i] k[up*i - r] is

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .. import ops
+from .. import activations, ops
+from ..reference.activations import activation
 from .patterns import Unsupported
 
 _P = inspect.Parameter
@@ -37,8 +38,8 @@ def _signature(*names_and_defaults) -> inspect.Signature:
 _CONV = _signature(("input",), ("weight",), ("bias", None), ("stride", 1), ("padding", 0), ("dilation", 1),
                    ("groups", 1))
 _LINEAR = _signature(("input",), ("weight",), ("bias", None))
-_CONVS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3, torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
-_LINEARS = (F.linear, torch._C._nn.linear)
+_CONVS = (F.conv1d, F.conv2d, F.conv3d)  # torch.convNd themselves
+_LINEARS = (F.linear,)  # torch._C._nn.linear itself
 _NORMS = {F.batch_norm: "batch", F.instance_norm: "instance", F.group_norm: "group"}
 
 
@@ -88,6 +89,8 @@ def _norm_call(kind: str, node: fx.Node) -> Union[FunctionalCall, Unsupported]:
     if arguments is None:
         return Unsupported(f"{name} with arguments medkern cannot read")
     stats = () if kind == "group" else ("running_mean", "running_var")
+    if not isinstance(arguments["input"], fx.Node):
+        return None
     constants = _constant_arguments(name, arguments, ("weight", "bias") + stats)
     if isinstance(constants, Unsupported):
         return constants
@@ -112,28 +115,29 @@ def _norm_call(kind: str, node: fx.Node) -> Union[FunctionalCall, Unsupported]:
                            "eps": constants["eps"], "num_groups": None})
 
 
+def _call_of(block: str, name: str, signature: inspect.Signature, node: fx.Node, tensors: tuple[str, ...]):
+    """A producer call (conv or linear): FunctionalCall, Unsupported, or None if x is not a graph value."""
+    arguments = _bind(signature, node)
+    if arguments is None:
+        return Unsupported(f"{name} with arguments medkern cannot read")
+    if not isinstance(arguments["input"], fx.Node):
+        return None
+    constants = _constant_arguments(name, arguments, tensors)
+    if isinstance(constants, Unsupported):
+        return constants
+    return FunctionalCall(block, arguments["input"], tuple(arguments[t] for t in tensors), constants)
+
+
 def match_functional(node: fx.Node) -> Union[FunctionalCall, Unsupported, None]:
     """What a call_function node is: a functional conv, linear or norm medkern can run (FunctionalCall),
     one it cannot run exactly (Unsupported, with why), or neither (None)."""
-    if node.op != "call_function" or not node.args or not isinstance(node.args[0], fx.Node):
+    if node.op != "call_function":
         return None
     target = node.target
     if target in _CONVS:
-        arguments = _bind(_CONV, node)
-        if arguments is None:
-            return Unsupported(f"{target.__name__} with arguments medkern cannot read")
-        constants = _constant_arguments(target.__name__, arguments, ("weight", "bias"))
-        if isinstance(constants, Unsupported):
-            return constants
-        return FunctionalCall("ConvAct", arguments["input"], (arguments["weight"], arguments["bias"]), constants)
+        return _call_of("ConvAct", target.__name__, _CONV, node, ("weight", "bias"))
     if target in _LINEARS:
-        arguments = _bind(_LINEAR, node)
-        if arguments is None:
-            return Unsupported("linear with arguments medkern cannot read")
-        unsupported = _constant_arguments("linear", arguments, ("weight", "bias"))
-        if isinstance(unsupported, Unsupported):
-            return unsupported
-        return FunctionalCall("LinearAct", arguments["input"], (arguments["weight"], arguments["bias"]), {})
+        return _call_of("LinearAct", "linear", _LINEAR, node, ("weight", "bias"))
     if target in _NORMS:
         return _norm_call(_NORMS[target], node)
     return None
@@ -160,6 +164,9 @@ class FunctionalLinearAct(nn.Module):
         self.act, self.alpha = act, alpha
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        if bias is not None and bias.shape != weight.shape[:1]:  # F.linear broadcasts e.g. a (1,) bias
+            alpha = activations.resolve_alpha(activations.get(self.act), self.alpha)
+            return activation(F.linear(x, weight, bias), self.act, alpha)
         return ops.bias_act(F.linear(x, weight), bias, -1, self.act, self.alpha)
 
 

@@ -155,30 +155,14 @@ class _Swapper:
             nodes, calls, block_class, build = pattern
             paths = tuple(_join(path, n.target) for n in calls if n.op == "call_module")
             block_name = block_class.__name__
-            reason = self.selector.why_not(paths, block_name)
-            if reason is None and any(has_hooks(modules[n.target]) for n in nodes if n.op == "call_module"):
-                reason = "a module has hooks, which a fused call would skip"
-            # a block keeping its output for backward must feed only calls that cannot overwrite it
-            # (not an in-place op, not a caller that gets it back: it is kept only inside the graph)
-            saving = self.memory_saving and all(consumes_without_aliasing(u, modules) for u in nodes[-1].users)
-            block = None
-            if reason is None:
-                try:
-                    block = build(saving)
-                except (TypeError, ValueError) as error:
-                    reason = str(error)
-            if block is None:
-                self.report.leave(Left(paths, reason))
+            if self._left(paths, block_name, nodes, modules):
                 continue
-            name = f"_medkern_fused_{len(fused)}"
-            fused[name] = block
-            with graph.inserting_after(nodes[-1]):
-                replacement = graph.call_module(name, (node.args[0],))
-            nodes[-1].replace_all_uses_with(replacement)
-            for old in reversed(nodes):
-                graph.erase_node(old)
-            erased.update(nodes)
-            self.report.swapped.append(Swapped(paths, block_name))
+            try:
+                block = build(self._may_keep_output(nodes[-1], modules))
+            except (TypeError, ValueError) as error:
+                self.report.leave(Left(paths, str(error)))
+                continue
+            self._replace_chain(block, (node.args[0],), nodes, paths, block_name, graph, fused, erased)
         if fused:
             bypassed = [modules[n.target] for n in erased if n.op == "call_module"]
             bypassed += [m for _, m in module.named_modules() if m is not module and is_transparent(m)]
@@ -199,7 +183,7 @@ class _Swapper:
         paths = here + ((_join(path, nxt.target),) if nxt.op == "call_module" else ())
         if self._left(paths, "BiasAct", skipped + [nxt], modules):
             return
-        self._replace_chain(BiasActCall(shape, act.name, act.alpha), (x, bias), replaced, skipped, nxt, paths,
+        self._replace_chain(BiasActCall(shape, act.name, act.alpha), (x, bias), replaced + skipped + [nxt], paths,
                             "BiasAct", graph, fused, erased)
 
     def _swap_functional(self, node: fx.Node, modules: dict, path: str, graph: fx.Graph, fused: dict,
@@ -223,9 +207,15 @@ class _Swapper:
             return
         if self._left(paths, call.block, skipped + [nxt], modules):
             return
-        saving = self.memory_saving and all(consumes_without_aliasing(u, modules) for u in nxt.users)
-        self._replace_chain(fused_call(call, act.name, act.alpha, saving), (call.x, *call.tensors), [node], skipped,
-                            nxt, paths, call.block, graph, fused, erased)
+        block = fused_call(call, act.name, act.alpha, self._may_keep_output(nxt, modules))
+        self._replace_chain(block, (call.x, *call.tensors), [node] + skipped + [nxt], paths, call.block, graph, fused,
+                            erased)
+
+    def _may_keep_output(self, last: fx.Node, modules: dict) -> bool:
+        """memory_saving for a block ending at ``last``: it may keep its output for backward only if
+        every consumer is a call that cannot overwrite it (not an in-place op, not a caller that
+        gets it back: it is kept only inside the graph)."""
+        return self.memory_saving and all(consumes_without_aliasing(u, modules) for u in last.users)
 
     def _left(self, paths: tuple, block_name: str, calls: list, modules: dict) -> bool:
         """Reports and returns True if the selection or a hook on one of ``calls`` leaves the pattern."""
@@ -236,18 +226,17 @@ class _Swapper:
             self.report.leave(Left(paths, reason))
         return reason is not None
 
-    def _replace_chain(self, block: nn.Module, inputs: tuple, replaced: list, skipped: list, act_node: fx.Node,
-                       paths: tuple, block_name: str, graph: fx.Graph, fused: dict, erased: set) -> None:
-        """Makes one call of ``block`` on ``inputs`` stand for the nodes ``replaced`` -> ``skipped`` -> ``act_node``."""
+    def _replace_chain(self, block: nn.Module, inputs: tuple, chain: list, paths: tuple, block_name: str,
+                       graph: fx.Graph, fused: dict, erased: set) -> None:
+        """Makes one call of ``block`` on ``inputs`` stand for ``chain`` (its nodes in graph order)."""
         name = f"_medkern_fused_{len(fused)}"
         fused[name] = block
-        with graph.inserting_after(act_node):
+        with graph.inserting_after(chain[-1]):
             replacement = graph.call_module(name, inputs)
-        act_node.replace_all_uses_with(replacement)
-        gone = [act_node] + list(reversed(skipped)) + list(reversed(replaced))
-        for old in gone:
+        chain[-1].replace_all_uses_with(replacement)
+        for old in reversed(chain):
             graph.erase_node(old)
-        erased.update(gone)
+        erased.update(chain)
         self.report.swapped.append(Swapped(paths, block_name))
 
     def _follow(self, node: fx.Node, modules: dict) -> tuple[Optional[fx.Node], list[fx.Node], fx.Node]:

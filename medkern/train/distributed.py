@@ -73,17 +73,20 @@ def _fsdp_kinds() -> tuple:
 
 def is_sharded(model: nn.Module) -> bool:
     """Some of ``model`` is sharded by FSDP: its own state_dict would hold this process's shards only."""
+    if not dist.is_available():
+        return False
     kinds = _fsdp_kinds()
     return bool(kinds) and any(isinstance(m, kinds) for m in model.modules())
 
 
 def full_state(model: nn.Module, optimizer) -> tuple[dict, Optional[dict]]:
     """The whole state of a sharded ``model`` and of its ``optimizer`` (or None), gathered from every
-    process onto every process: torch.distributed.checkpoint's full state dicts, keyed by parameter
-    name (the optimizer's too)."""
+    process's shards into CPU memory on rank 0 (the process that writes checkpoints; the others get
+    empty dicts): torch.distributed.checkpoint's full state dicts, keyed by parameter name (the
+    optimizer's too). Every process must call it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
 
-    options = StateDictOptions(full_state_dict=True)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     if optimizer is None:
         return get_model_state_dict(model, options=options), None
     return get_state_dict(model, optimizer, options=options)
@@ -102,8 +105,8 @@ def load_full_state(model: nn.Module, optimizer, model_state: dict, optimizer_st
 
 
 def _already_parallel(model: nn.Module) -> bool:
-    """Wrapped in DDP or FSDP, or sharded with fully_shard, by the user."""
-    return isinstance(model, (nn.parallel.DistributedDataParallel, *_fsdp_kinds()))
+    """Wrapped in DDP, or (some of it) sharded with FSDP or fully_shard, by the user."""
+    return isinstance(model, nn.parallel.DistributedDataParallel) or is_sharded(model)
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:

@@ -124,8 +124,6 @@ class GANTrainer(EpochLoop):
         with in_eval_mode(self.generator):
             return self.generator(self.latents(n, generator)).float().cpu()
 
-    MODEL_OPTIMIZERS = (("generator", "g_optimizer"), ("discriminator", "d_optimizer"))
-
     def _stateful(self) -> dict:
         return {"generator": self.generator, "discriminator": self.discriminator,
                 "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}

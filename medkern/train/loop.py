@@ -98,7 +98,8 @@ class EpochLoop:
         raise NotImplementedError
 
     # (model, its optimizer) among the _stateful names: a model sharded by FSDP is saved with its
-    # optimizer as full state dicts (distributed.full_state)
+    # optimizer as full state dicts (distributed.full_state; the Trainer's, as GANTrainer runs in
+    # one process)
     MODEL_OPTIMIZERS: tuple[tuple[str, str], ...] = ()
 
     def _sharded(self, parts: dict) -> list[tuple[str, str]]:
