@@ -36,6 +36,18 @@ TORCH_LIBRARY(medkern, m) {
       "Tensor? bias, str kind, bool batch_stats, float eps, str act, float alpha, int num_groups, "
       "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 
+  // (y, argmax): max pooling of x (N, C, *spatial), 1 to 3 spatial dims, as torch's max_pool; argmax
+  // (uint8) is the window position of each output's value, (kd * KH + kh) * KW + kw. Both are laid
+  // out as x (contiguous or channels-last).
+  m.def(
+      "max_pool(Tensor x, int[] kernel_size, int[] stride, int[] padding, int[] dilation, bool ceil_mode) "
+      "-> (Tensor, Tensor)");
+  // dx (input_size, laid out as argmax) from the outputs' gradient: each output's gradient goes to
+  // the input its argmax names.
+  m.def(
+      "max_pool_backward(Tensor grad, Tensor argmax, SymInt[] input_size, int[] kernel_size, int[] stride, "
+      "int[] padding, int[] dilation) -> Tensor");
+
   // (states, cells, work) of one recurrent layer in one direction over a whole sequence whose
   // input projection xproj (T, B, G) is given: states (T + 1, B, P) with states[0] = h0, cells
   // (T + 1, B, H) with cells[0] = c0 (lstm; op-math dtype), work (T, B, W) what backward needs.

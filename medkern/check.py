@@ -16,6 +16,7 @@ import torch
 
 from . import activations, backend, tolerances
 from .testing import bias_act as bias_act_testing
+from .testing import max_pool as max_pool_testing
 from .testing import minibatch_stddev as minibatch_stddev_testing
 from .testing import modules as modules_testing
 from .testing import modulate_weight as modulate_weight_testing
@@ -147,6 +148,16 @@ def _pixel_norm_outputs(layout, dtype, device, backend_name):
     return pixel_norm_testing.worst(got, pixel_norm_testing.oracle(x, layout.dim, 1e-8), dtype)
 
 
+def _max_pool_outputs(case, dtype, device, backend_name):
+    x = max_pool_testing.make_inputs(case, dtype, device)
+    got = max_pool_testing.run(backend_name, case, x)
+    positions_ok = torch.equal(max_pool_testing.argmax(backend_name, case, x).cpu(),
+                               max_pool_testing.oracle_argmax(case, x))
+    # the window positions are exact or wrong: 0 or infinitely many times the (zero) tolerance
+    return max_pool_testing.worst(got, max_pool_testing.oracle(case, x), dtype) + [
+        ("argmax", 0.0 if positions_ok else float("inf"))]
+
+
 def _minibatch_stddev_outputs(case, dtype, device, backend_name):
     x = minibatch_stddev_testing.make_inputs(case, dtype, device)
     got = minibatch_stddev_testing.run(backend_name, case, x)
@@ -180,6 +191,7 @@ def _checker(op: str, cases, case_name, outputs) -> Callable[..., list[Result]]:
 CHECKS: dict[str, Callable[..., list[Result]]] = {
     "bias_act": _checker("bias_act", BIAS_ACT_CASES, _bias_act_name, _bias_act_outputs),
     "norm_act": _checker("norm_act", NORM_ACT_CASES, lambda case: f"{case[0].id} {case[1].id}", _norm_act_outputs),
+    "max_pool": _checker("max_pool", max_pool_testing.CASES, _by_id, _max_pool_outputs),
     "rnn_sequence": _checker("rnn_sequence", rnn_testing.CASES, _by_id, _rnn_outputs),
     "upfirdn2d": _checker("upfirdn2d", upfirdn2d_testing.CASES, lambda case: case.name, _upfirdn2d_outputs),
     "pixel_norm": _checker("pixel_norm", PIXEL_NORM_LAYOUTS, lambda layout: layout.name, _pixel_norm_outputs),

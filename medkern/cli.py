@@ -11,8 +11,8 @@ import torch
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 # medkern.check.CHECKS' keys (a test holds them equal)
-CHECKED_OPS = ("bias_act", "norm_act", "rnn_sequence", "upfirdn2d", "pixel_norm", "minibatch_stddev", "modulate_weight",
-               "modules")
+CHECKED_OPS = ("bias_act", "norm_act", "max_pool", "rnn_sequence", "upfirdn2d", "pixel_norm", "minibatch_stddev",
+               "modulate_weight", "modules")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -223,6 +223,22 @@ TOLERANCES = {
     # 2.1e-7 / 2.4e-7, float16 8.5e-4 / 1.2e-3, bfloat16 6.9e-3 / 9.7e-3. 3x margin or more.
     ("modulated_conv2d", "forward"): _MODULATED_CONV2D,
     ("modulated_conv2d", "grad"): _MODULATED_CONV2D,
+    # max_pool (tests/test_max_pool.py) against torch's max_pool: the forward copies an input value,
+    # so it is exact. The gradient of an input sums the upstream gradients of the outputs whose
+    # maximum it is (up to 9 of them in the test cases) in output order, as torch's CPU kernel
+    # does, in float32 for half types, rounded once; the second order gathers. All measured exact
+    # (0) in every dtype on the cpu and triton-interpreter backends; the entries allow one ulp of
+    # rounding (rtol), for a GPU's torch that sums in another order.
+    ("max_pool", "forward"): {dtype: (0.0, 0.0) for dtype in (torch.float64, torch.float32, torch.float16,
+                                                               torch.bfloat16)},
+    ("max_pool", "grad"): {
+        torch.float64: (2.3e-16, 0.0),
+        torch.float32: (1.2e-7, 0.0),
+        torch.float16: (1e-3, 0.0),
+        torch.bfloat16: (7.9e-3, 0.0),
+    },
+    ("max_pool", "grad2"): {dtype: (0.0, 0.0) for dtype in (torch.float64, torch.float32, torch.float16,
+                                                             torch.bfloat16)},
     # pixel_norm and minibatch_stddev (tests/test_pixel_norm.py, tests/test_minibatch_stddev.py)
     # against the reference: one pass of the same formulas, sums in another order (channel order
     # per position; per-chunk partial sums for the minibatch statistics). float16/bfloat16 are

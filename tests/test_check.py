@@ -9,6 +9,7 @@ import torch
 from medkern import check, cli, tolerances
 import medkern
 from medkern.testing import bias_act as bias_act_testing
+from medkern.testing import max_pool as max_pool_testing
 from medkern.testing import minibatch_stddev as minibatch_stddev_testing
 from medkern.testing import norm_act as norm_act_testing
 from medkern.testing import pixel_norm as pixel_norm_testing
@@ -40,6 +41,7 @@ def test_the_command_line_offers_every_checked_op():
                                                 ("rnn_sequence", rnn_testing, "outputs_and_grads"),
                                                 ("upfirdn2d", upfirdn2d_testing, "run"),
                                                 ("pixel_norm", pixel_norm_testing, "run"),
+                                                ("max_pool", max_pool_testing, "run"),
                                                 ("minibatch_stddev", minibatch_stddev_testing, "run")])
 def test_check_catches_a_wrong_kernel_of_every_op(monkeypatch, op, testing, target):
     real = getattr(testing, target)
@@ -55,6 +57,14 @@ def test_check_catches_a_wrong_kernel_of_every_op(monkeypatch, op, testing, targ
     assert code == 1
     assert f"{op:<12} cpu    cpu       float64" in out and "FAIL" in out
     assert "bias_act" not in out.split("FAILED")[0]
+
+
+def test_check_of_max_pool_catches_wrong_window_positions(monkeypatch):
+    real = max_pool_testing.argmax
+    monkeypatch.setattr(max_pool_testing, "argmax", lambda *args: real(*args).flip(-1))
+    code, out = _run_cli("--device", "cpu", "--backend", "cpu", "--dtype", "float32", "--op", "max_pool")
+    assert code == 1
+    assert "max_pool cpu cpu float32 nchw-k3x3: argmax: error inf" in " ".join(out.split())
 
 
 def test_check_of_the_modules_catches_a_wrong_fused_block(monkeypatch):

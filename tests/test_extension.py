@@ -24,7 +24,8 @@ def compiled_ops():
 
 def test_extension_loaded():
     assert _extension.loaded(), f"medkern._C did not load: {_extension.load_error}"
-    assert compiled_ops() == ["medkern::bias_act", "medkern::bias_act_backward", "medkern::minibatch_stddev",
+    assert compiled_ops() == ["medkern::bias_act", "medkern::bias_act_backward", "medkern::max_pool",
+                              "medkern::max_pool_backward", "medkern::minibatch_stddev",
                               "medkern::minibatch_stddev_backward", "medkern::modulate_weight",
                               "medkern::modulate_weight_backward", "medkern::norm_act",
                               "medkern::norm_act_backward", "medkern::pixel_norm", "medkern::pixel_norm_backward",

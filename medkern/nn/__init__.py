@@ -5,6 +5,7 @@ from .conv_act import Conv1dAct, Conv2dAct, Conv3dAct, ConvAct, ConvNormAct, Con
 from .equalized import EqualizedConv2d, EqualizedLinear
 from .layer_norm_rnn import LayerNormGRU, LayerNormLSTM
 from .linear_act import LinearAct
+from .max_pool import MaxPool1d, MaxPool2d, MaxPool3d
 from .minibatch_stddev import MinibatchStdDev
 from .modulated_conv import ModulatedConv2d
 from .norm_act import NormAct
@@ -13,6 +14,6 @@ from .resample import Blur, Downsample2d, Upfirdn2d, Upsample2d
 from .rnn import GRU, LSTM, RNN
 
 __all__ = ["BiasAct", "ConvAct", "Conv1dAct", "Conv2dAct", "Conv3dAct", "ConvNormAct", "ConvTransposeNormAct",
-           "NormAct", "LinearAct", "LSTM", "GRU", "RNN", "LayerNormLSTM", "LayerNormGRU",
+           "NormAct", "LinearAct", "MaxPool1d", "MaxPool2d", "MaxPool3d", "LSTM", "GRU", "RNN", "LayerNormLSTM", "LayerNormGRU",
            "Upfirdn2d", "Upsample2d", "Downsample2d", "Blur", "PixelNorm", "MinibatchStdDev",
            "EqualizedLinear", "EqualizedConv2d", "ModulatedConv2d"]

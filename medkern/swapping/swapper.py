@@ -15,8 +15,8 @@ In its graph, a chain of calls where each output feeds only the next call is a p
 (activations as modules or as functional calls; Identity and Dropout(p=0) between them are
 skipped). The module's forward is replaced by the rewritten graph, which calls a medkern block
 sharing the original conv/norm modules: no parameter, buffer or key of the model changes, so
-checkpoints load both ways. nn.LSTM/GRU/RNN become medkern.nn.LSTM/GRU/RNN (subclasses that only
-replace forward). A module fx cannot trace keeps its forward; its children are still visited.
+checkpoints load both ways. nn.LSTM/GRU/RNN and nn.MaxPool1d/2d/3d become their medkern.nn
+subclasses, which only replace forward. A module fx cannot trace keeps its forward; its children are still visited.
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ from .rewrite import install, is_swapped
 from .tracer import NotTraceable, is_transparent, trace
 
 REPORT_ATTRIBUTE = "_medkern_swap_report"
-_RNN_BLOCKS = {nn.LSTM: medkern_nn.LSTM, nn.GRU: medkern_nn.GRU, nn.RNN: medkern_nn.RNN}
+# torch modules that become a medkern subclass adding no state (only forward changes)
+_SUBCLASS_BLOCKS = {nn.LSTM: medkern_nn.LSTM, nn.GRU: medkern_nn.GRU, nn.RNN: medkern_nn.RNN,
+                    nn.MaxPool1d: medkern_nn.MaxPool1d, nn.MaxPool2d: medkern_nn.MaxPool2d,
+                    nn.MaxPool3d: medkern_nn.MaxPool3d}
 
 
 class _Selector:
@@ -96,8 +99,8 @@ class _Swapper:
         if id(module) in self.visited:
             return
         self.visited.add(id(module))
-        if type(module) in _RNN_BLOCKS:
-            self._swap_rnn(module, path)
+        if type(module) in _SUBCLASS_BLOCKS:
+            self._swap_class(module, path)
             return
         # torch's own modules hold no patterns of their own; medkern's run fused ops already
         library = type(module).__module__.startswith(("torch.nn.", "medkern."))
@@ -121,8 +124,8 @@ class _Swapper:
             else:
                 yield child, _join(path, name)
 
-    def _swap_rnn(self, module: nn.Module, path: str) -> None:
-        block = _RNN_BLOCKS[type(module)]
+    def _swap_class(self, module: nn.Module, path: str) -> None:
+        block = _SUBCLASS_BLOCKS[type(module)]
         reason = self.selector.why_not((path,), block.__name__)
         if reason:
             self.report.leave(Left((path,), reason))

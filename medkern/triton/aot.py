@@ -25,9 +25,10 @@ from concurrent.futures import ProcessPoolExecutor
 
 def variant_modules():
     """The kernel modules, each with ``aot_variants()`` yielding (name, kernel, signature, constexprs)."""
-    from . import bias_act, conv_act, minibatch_stddev, modulate_weight, norm_act, pixel_norm, rnn, upfirdn2d
+    from . import (bias_act, conv_act, max_pool, minibatch_stddev, modulate_weight, norm_act, pixel_norm, rnn,
+                   upfirdn2d)
 
-    return [bias_act, conv_act, norm_act, rnn, upfirdn2d, pixel_norm, minibatch_stddev, modulate_weight]
+    return [bias_act, conv_act, norm_act, max_pool, rnn, upfirdn2d, pixel_norm, minibatch_stddev, modulate_weight]
 
 
 def compile_variant(kernel, signature, constexprs, arch: int) -> dict:

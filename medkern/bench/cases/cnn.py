@@ -98,3 +98,21 @@ CASES = (
         transpose=True, targets=(speedup_target("fwd_bwd", "eager", 1.2),),
     ),
 )
+
+
+def _max_pool_case(name: str, description: str, memory_format: torch.memory_format) -> Case:
+    from ...ops.max_pool import max_pool
+
+    def setup(device: torch.device, dtype: torch.dtype, quick: bool) -> tuple[torch.Tensor, ...]:
+        x = torch.randn((2, 64, 16, 16) if quick else (16, 64, 64, 64), device=device, dtype=dtype)
+        return (x.contiguous(memory_format=memory_format).requires_grad_(),)
+
+    return Case(name=f"cnn/{name}", family="max_pool", description=description, setup=setup,
+                reference=lambda x: nn.functional.max_pool2d(x, 3, 2, 1), fused=lambda x: max_pool(x, 3, 2, 1),
+                bandwidth_bound=True, tolerance=("max_pool", "forward"))
+
+
+CASES += (
+    _max_pool_case("max_pool2d", "ResNet's stem max-pool (3x3, stride 2, padding 1), 16x64x64x64", torch.contiguous_format),
+    _max_pool_case("max_pool2d_channels_last", "the same, channels_last", torch.channels_last),
+)
