@@ -57,6 +57,10 @@ def main(out: str, checkpoint_dir: str, sharding: str) -> None:
         weights = full_state(resumed.model, None)[0] if sharding == "fsdp" else resumed.model.state_dict()
         if dist.get_rank() == 0:
             torch.save({"two_epochs": weights, "history": resumed.history}, out)
+        # no process tears its gloo connections down while the other may still use them (without
+        # this, rank 0 sometimes aborted in destroy_process_group: "terminate called without an
+        # active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

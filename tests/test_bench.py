@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from torch import nn
 
 import medkern
 from medkern import _extension, cli
@@ -381,3 +382,33 @@ def test_ceiling_counts_library_convolutions_only():
     assert all(map(is_convolution, ("aten::convolution_backward", "aten::mkldnn_convolution",
                                     "aten::slow_conv_transpose2d", "mkldnn::_convolution_pointwise")))
     assert not any(map(is_convolution, ("aten::native_batch_norm", "medkern::norm_act", "aten::add_")))
+
+
+def test_ceiling_times_model_cases_against_their_convolution_only_twin():
+    from medkern.bench import ceiling
+
+    (row,) = ceiling.run(quick=True, rounds=1, name_filter="model/resnet18_step_channels_last")
+    assert row["direct_ceiling"] == pytest.approx(row["eager_ms"] / row["conv_only_ms"])
+    assert row["medkern_speedup"] == pytest.approx(row["eager_ms"] / row["medkern_step_ms"])
+    assert row["target_above_ceiling"] == (row["target"] > row["direct_ceiling"])
+
+
+def test_convolution_only_twin_keeps_the_convolutions_and_shapes_only():
+    """Norms, activations and dropout become Identity, pools strided slices of the pool's output
+    shape; the convolutions are the model's own parameters, and the model is untouched."""
+    from torchvision.models import resnet18
+
+    from medkern.bench.conv_only import StridedSlice, conv_only_twin
+
+    model = resnet18(num_classes=3)
+    twin = conv_only_twin(model)
+    kinds = {type(m).__name__ for m in twin.modules()}
+    assert not kinds & {"BatchNorm2d", "ReLU", "MaxPool2d"} and "StridedSlice" in kinds
+    assert twin.conv1.weight is model.conv1.weight and twin.fc.weight is model.fc.weight
+    assert type(model.bn1).__name__ == "BatchNorm2d"  # a copy was changed, not the model
+    x = torch.randn(2, 3, 64, 64)
+    assert twin(x).shape == model(x).shape
+    steps = [name for name, m in twin.named_modules() if isinstance(m, StridedSlice)]
+    assert steps == ["maxpool"]
+    with pytest.raises(ValueError, match="does not have the shape of"):
+        StridedSlice(nn.MaxPool2d(3, 2))(torch.randn(1, 1, 8, 8))  # no padding: 3 outputs, the slice has 4

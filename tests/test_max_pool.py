@@ -264,3 +264,26 @@ def test_swap_replaces_max_pools_in_place():
     medkern.verify(model.double(), swapped.double(), x, train=True)
     left = medkern.swap(model, exclude="MaxPool2d")
     assert type(left[1]) is nn.MaxPool2d
+
+
+def test_swap_replaces_functional_max_pools_of_a_traced_forward():
+    """F.max_pool2d and torch.max_pool2d calls run medkern's max_pool2d; return_indices calls
+    (another function) are left as they are; exclude works by block name."""
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            pooled, _ = F.max_pool2d(y, 2, return_indices=True)
+            return F.max_pool2d(y, 3, 2, 1).sum() + torch.max_pool2d(y, 3, 2, 1).sum() + pooled.sum()
+
+    model = Functional().double()
+    swapped = medkern.swap(model)
+    assert [(e.modules, e.block) for e in medkern.swap_report(swapped).swapped] == [
+        (("max_pool2d (functional)",), "medkern.nn.max_pool2d"),
+        (("max_pool2d_1 (functional)",), "medkern.nn.max_pool2d")]
+    medkern.verify(model, swapped, torch.randn(2, 3, 9, 9, dtype=torch.float64), train=True)
+    assert not medkern.swap_report(medkern.swap(model, exclude="MaxPool2d")).swapped

@@ -85,6 +85,9 @@ class Case:
     no_compile: Optional[str] = None
     # heavy cases (whole models): at most this many timed rounds, one warm-up round
     max_rounds: Optional[int] = None
+    # the reference's convolutions alone, taking the same inputs (medkern/bench/conv_only.py): the
+    # floor of its time that no fusion around the convolutions goes below (model cases)
+    conv_only: Optional[Callable[..., torch.Tensor]] = None
 
     def contenders(self, device: torch.device) -> tuple[dict[str, Callable[..., torch.Tensor]], dict[str, str]]:
         """({name: callable}, {skipped contender: why}). ``compile`` is a fresh torch.compile

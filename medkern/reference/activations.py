@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .. import activations
 from ..activations import SELU_ALPHA, SELU_SCALE, SOFTPLUS_THRESHOLD
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -39,6 +40,13 @@ def activation(z: torch.Tensor, act: str, alpha: float) -> torch.Tensor:
     if act == "gelu":
         return F.gelu(z, approximate="none")
     raise ValueError(f"unknown activation {act!r}")
+
+
+def activation_as_given(z: torch.Tensor, act: str, alpha=None) -> torch.Tensor:
+    """``activation`` for a name as users give it (aliases: "swish") and an optional alpha (the
+    activation's default if None), as the fused ops take them."""
+    spec = activations.get(act)
+    return activation(z, spec.name, activations.resolve_alpha(spec, alpha))
 
 
 def third_derivative(z: torch.Tensor, act: str, alpha: float) -> torch.Tensor:

@@ -17,8 +17,8 @@ from typing import Optional
 import torch
 from torch import fx, nn
 
-from .. import activations, ops
-from ..reference.activations import activation
+from .. import ops
+from ..reference.activations import activation_as_given
 
 ADDS = (operator.add, torch.add)
 _VIEWS = ("view", "reshape")
@@ -85,5 +85,4 @@ class BiasActCall(nn.Module):
         if x.dim() >= rank and x.dtype == b.dtype and x.device == b.device and x.shape[dim] == b.numel():
             return ops.bias_act(x, b, dim=dim, act=self.act, alpha=self.alpha)
         viewed = b if self.shape is None else b.view(self.shape)
-        alpha = activations.resolve_alpha(activations.get(self.act), self.alpha)
-        return activation(x + viewed, activations.get(self.act).name, alpha)
+        return activation_as_given(x + viewed, self.act, self.alpha)

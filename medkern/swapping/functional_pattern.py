@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .. import activations, ops
-from ..reference.activations import activation
+from .. import ops
+from ..reference.activations import activation_as_given
 from .patterns import Unsupported
 
 _P = inspect.Parameter
@@ -165,8 +165,7 @@ class FunctionalLinearAct(nn.Module):
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         if bias is not None and bias.shape != weight.shape[:1]:  # F.linear broadcasts e.g. a (1,) bias
-            alpha = activations.resolve_alpha(activations.get(self.act), self.alpha)
-            return activation(F.linear(x, weight, bias), self.act, alpha)
+            return activation_as_given(F.linear(x, weight, bias), self.act, self.alpha)
         return ops.bias_act(F.linear(x, weight), bias, -1, self.act, self.alpha)
 
 

@@ -28,6 +28,7 @@ from typing import Iterable, Optional, Union
 from torch import fx, nn
 
 from .. import nn as medkern_nn
+from ..nn.max_pool import FUNCTIONAL_TWINS as MAX_POOL_TWINS
 from .bias_pattern import BiasActCall, match_bias_add
 from .functional_pattern import fused_call, match_functional
 from .patterns import Unsupported, consumes_without_aliasing, has_hooks, is_no_op, is_norm, node_act, producer_kind
@@ -139,6 +140,7 @@ class _Swapper:
         modules = dict(module.named_modules())
         fused: dict[str, nn.Module] = {}
         erased: set[fx.Node] = set()
+        retargeted = False
         for node in list(graph.nodes):
             if node in erased:
                 continue
@@ -146,6 +148,8 @@ class _Swapper:
                 self._swap_bias_act(module, node, modules, path, graph, fused, erased)
                 if node not in erased:
                     self._swap_functional(node, modules, path, graph, fused, erased)
+                if node not in erased:
+                    retargeted |= self._swap_functional_pool(node)
                 continue
             if node.op != "call_module":
                 continue
@@ -166,7 +170,7 @@ class _Swapper:
                 self.report.leave(Left(paths, str(error)))
                 continue
             self._replace_chain(block, (node.args[0],), nodes, paths, block_name, graph, fused, erased)
-        if fused:
+        if fused or retargeted:
             bypassed = [modules[n.target] for n in erased if n.op == "call_module"]
             bypassed += [m for _, m in module.named_modules() if m is not module and is_transparent(m)]
             install(module, graph, fused, list({id(m): m for m in bypassed}.values()))
@@ -213,6 +217,19 @@ class _Swapper:
         block = fused_call(call, act.name, act.alpha, self._may_keep_output(nxt, modules))
         self._replace_chain(block, (call.x, *call.tensors), [node] + skipped + [nxt], paths, call.block, graph, fused,
                             erased)
+
+    def _swap_functional_pool(self, node: fx.Node) -> bool:
+        """``F.max_pool1d/2d/3d(...)`` (or ``torch.max_poolNd``) -> medkern.nn's function of the same
+        signature, in place; returns whether the node now calls it."""
+        twin = MAX_POOL_TWINS.get(node.target) if callable(node.target) else None
+        if twin is None:
+            return False
+        here = (f"{node.name} (functional)",)
+        if self._left(here, "MaxPool" + twin.__name__.removeprefix("max_pool"), [], {}):
+            return False
+        node.target = twin
+        self.report.swapped.append(Swapped(here, f"medkern.nn.{twin.__name__}"))
+        return True
 
     def _may_keep_output(self, last: fx.Node, modules: dict) -> bool:
         """memory_saving for a block ending at ``last``: it may keep its output for backward only if

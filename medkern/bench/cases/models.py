@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..case import Case, Target, share_parameters, speedup_target
+from ..conv_only import conv_only_twin
 
 MODEL_ROUNDS = 5  # a step takes seconds on CPU: fewer timed rounds than the op cases
 
@@ -34,6 +35,7 @@ def _twin_step_case(name: str, description: str, build_twins: Callable[[bool], t
             original, fused = (model.to(device, dtype, memory_format=memory_format) for model in build_twins(quick))
         share_parameters(original, fused)
         models["torch"], models["medkern"] = original, fused
+        models["conv_only"] = conv_only_twin(original)
         x = torch.randn(input_shape(quick), device=device, dtype=dtype).contiguous(memory_format=memory_format)
         return (x, *original.parameters())
 
@@ -48,7 +50,7 @@ def _twin_step_case(name: str, description: str, build_twins: Callable[[bool], t
 
     return Case(name=f"model/{name}", family="norm_act", description=description, setup=setup,
                 reference=step("torch"), fused=step("medkern"), targets=targets, tolerance=("model_step", "forward"),
-                max_rounds=MODEL_ROUNDS)
+                max_rounds=MODEL_ROUNDS, conv_only=step("conv_only"))
 
 
 def _swapped_step_case(name: str, description: str, build: Callable[[bool], nn.Module],
