@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import medkern
-from medkern.ops.max_pool import WINDOW_LIMIT
+from medkern.ops.max_pool import WINDOW_LIMIT, max_pool_with_indices
+from medkern.reference.max_pool import NO_ELEMENT
 from medkern.testing.max_pool import CASES, argmax, assert_matches, make_inputs, oracle, oracle_argmax, run
 
 from conftest import kernel_targets
@@ -66,6 +67,50 @@ def test_nan_and_minus_infinity_as_torch(target):
 
 
 @pytest.mark.parametrize("target", kernel_targets())
+def test_a_window_that_holds_no_input_element(target):
+    """Dilation can step over a whole input (torch allows it): the output is -inf as torch's, its
+    position NO_ELEMENT, and its gradient goes nowhere; torch's index for it is given back."""
+    device, backend = target
+    x = torch.randn(2, 3, 4, dtype=torch.float64, device=device, requires_grad=True)
+    with medkern.use_backend(backend):
+        y, indices = max_pool_with_indices(x, 2, 1, 1, 5)
+        (gx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    want, want_indices = F.max_pool1d(x.detach().cpu(), 2, 1, 1, 5, return_indices=True)
+    assert torch.equal(y.cpu(), want) and bool((want == float("-inf")).all())
+    assert torch.equal(indices.cpu(), want_indices)
+    assert not gx.any()
+    assert bool((_kernel_ops(backend)[0](x.detach(), [2], [1], [1], [5], False)[1] == NO_ELEMENT).all())
+
+
+def test_arguments_as_torch_takes_them():
+    """One-entry lists stand for every spatial dim; padding is at most half the (undilated) kernel."""
+    x = torch.randn(2, 3, 9, 9)
+    torch.testing.assert_close(medkern.ops.max_pool(x, [3], [2], [1]), F.max_pool2d(x, [3], [2], [1]), rtol=0, atol=0)
+    torch.testing.assert_close(medkern.nn.MaxPool2d((3,))(x), nn.MaxPool2d((3,))(x), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="pad should be"):
+        F.max_pool2d(x, 3, 1, 2, 2)
+    with pytest.raises(ValueError, match="medkern.ops.max_pool: padding must be at most half the kernel size"):
+        medkern.ops.max_pool(x, 3, 1, 2, 2)
+    with pytest.raises(ValueError, match="medkern::max_pool: padding must be >= 0 and at most half the kernel"):
+        torch.ops.medkern.max_pool(x, [3, 3], [1, 1], [2, 2], [2, 2], False)
+
+
+@pytest.mark.parametrize("target", kernel_targets())
+def test_ceil_mode_outputs_past_the_floor_size(target):
+    """ceil_mode can make an output floor mode would not have (1 -> 1 with a 2-window): forward
+    and backward both take it."""
+    device, backend = target
+    x = torch.randn(2, 3, 1, 5, device=device, requires_grad=True)
+    with medkern.use_backend(backend):
+        y = medkern.ops.max_pool(x, 2, 2, 0, 1, True)
+        (gx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    xr = x.detach().cpu().requires_grad_()
+    yr = F.max_pool2d(xr, 2, 2, 0, 1, True)
+    torch.testing.assert_close(y.cpu(), yr, rtol=0, atol=0)
+    torch.testing.assert_close(gx.cpu(), torch.autograd.grad(yr, xr, torch.ones_like(yr))[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("target", kernel_targets())
 def test_large_inputs(target):
     """Past one CPU task and one run of 256 outputs, both layouts."""
     device, backend = target
@@ -114,13 +159,14 @@ def test_saves_one_byte_per_output_for_backward():
 
 
 def test_large_windows_run_torch():
-    """A window of more than 256 positions (its argmax would not fit a byte) runs the reference."""
+    """A window of more than 255 positions (its argmax would not fit a byte) runs the reference."""
     x = torch.randn(1, 2, 20, 20, requires_grad=True)
-    y = medkern.ops.max_pool(x, 17)
-    assert y.grad_fn.name() == F.max_pool2d(x, 17).grad_fn.name()
-    torch.testing.assert_close(y, F.max_pool2d(x, 17), rtol=0, atol=0)
-    with pytest.raises(ValueError, match=f"medkern::max_pool: the window must have at most {WINDOW_LIMIT}"):
-        torch.ops.medkern.max_pool(x, [17, 17], [17, 17], [0, 0], [1, 1], False)
+    y = medkern.ops.max_pool(x, 16)
+    assert y.grad_fn.name() == F.max_pool2d(x, 16).grad_fn.name()
+    torch.testing.assert_close(y, F.max_pool2d(x, 16), rtol=0, atol=0)
+    for kernel in ([16, 16], [2**32, 2**32]):  # (the product must not wrap around)
+        with pytest.raises(ValueError, match=f"medkern::max_pool: the window must have at most {WINDOW_LIMIT}"):
+            torch.ops.medkern.max_pool(x, kernel, [1, 1], [0, 0], [1, 1], False)
 
 
 # --- torch.compile, opcheck -----------------------------------------------------------------
@@ -214,8 +260,13 @@ def test_cpp_backward_op_checks_its_arguments():
         backward(y, positions.long(), list(x.shape), *args)
     with pytest.raises(ValueError, match="input_size must be x's shape"):
         backward(y, positions, [2, 4, 6, 6], *args)
-    # positions that max_pool cannot have written stay in bounds (garbage in, no crash)
-    backward(y, torch.full_like(positions, 255), list(x.shape), *args)
+    with pytest.raises(ValueError, match="is not max_pool's output for input_size"):
+        backward(y, positions, [2, 3, 9, 6], *args)
+    with pytest.raises(ValueError, match=r"argmax must be \(N, C, \*spatial\) with 1 to 3 spatial dims"):
+        backward(y[0, 0], positions[0, 0], [6, 6], *args)
+    # positions that name no window element (an empty window's, or garbage) get no gradient
+    assert not backward(y, torch.full_like(positions, 255), list(x.shape), *args).any()
+    backward(y, torch.full_like(positions, 7), list(x.shape), *args)  # out of the window: in bounds, no crash
 
 
 # --- the modules and medkern.swap ---------------------------------------------------------------

@@ -1,10 +1,9 @@
 #pragma once
 // max_pool's math, shared by the CPU and CUDA kernels: the window of one output element and its
-// largest value, and the gradient of one input element. Backward gathers, per input element, the
-// gradients of the outputs whose argmax names it (max_pool_for_each_source): on CUDA one thread
-// per element, on CPU channels-last a run of channels at once. The CPU's planar backward instead
-// scatters each output's gradient to the input its argmax names (max_pool_tap_offset), which
-// costs less there than finding each element's sources.
+// largest value, and the gradient of one input element. The CUDA backward gathers, one thread
+// per input element, the gradients of the outputs whose argmax names it (max_pool_grad), so no
+// two threads write one element; the CPU backward scatters each output's gradient to the input
+// its argmax names (max_pool_tap_offset), which costs less there when stride > 1.
 //
 // Every tensor is seen as (N, C, D, H, W): 1-d and 2-d pools get leading spatial dims of size 1
 // (window 1, stride 1, no padding). Planar tensors (contiguous) have W innermost; channels-last
@@ -15,11 +14,15 @@
 
 #include <c10/macros/Macros.h>
 
+#include <cmath>
 #include <cstdint>
 
 namespace medkern {
 
-constexpr int64_t kMaxPoolWindowLimit = 256;  // window positions an argmax byte can name
+// Window positions an argmax byte names, 0..254; kMaxPoolNoElement marks an output whose window
+// holds no input element (dilation can step over a whole input), -inf as in torch, no gradient.
+constexpr int64_t kMaxPoolWindowLimit = 255;
+constexpr uint8_t kMaxPoolNoElement = 255;
 
 struct MaxPoolShape {
   int64_t n, c;
@@ -69,8 +72,8 @@ C10_HOST_DEVICE inline bool max_pool_replaces(U v, U best) {
   return v > best || v != v;
 }
 
-// The largest value in the window of output (n, c, o[0], o[1], o[2]) and its window position.
-// Padding is at most half the window, so every window holds at least one input element.
+// The largest value in the window of output (n, c, o[0], o[1], o[2]) and its window position
+// (-inf and kMaxPoolNoElement for a window without an input element).
 template <typename scalar_t, typename U>
 C10_HOST_DEVICE inline void max_pool_window(const scalar_t* x, const MaxPoolShape& s, int64_t n, int64_t c,
                                             const int64_t* o, U* value, uint8_t* argmax) {
@@ -93,8 +96,8 @@ C10_HOST_DEVICE inline void max_pool_window(const scalar_t* x, const MaxPoolShap
       }
     }
   }
-  *value = best;
-  *argmax = static_cast<uint8_t>(best_k);
+  *value = best_k < 0 ? -static_cast<U>(INFINITY) : best;
+  *argmax = best_k < 0 ? kMaxPoolNoElement : static_cast<uint8_t>(best_k);
 }
 
 // floor(a / b) for b > 0 and any a.

@@ -13,12 +13,14 @@
 
 namespace medkern {
 
-// The pool's (D, H, W) parameters from lists of x.dim() - 2 entries, checked as torch checks them;
+// The pool's (D, H, W) parameters from lists of spatial_dims entries (those of `arg`, x or argmax),
+// checked as torch checks them;
 // the input and output sizes are left to the caller.
-inline MaxPoolShape max_pool_parameters(const char* op, int64_t spatial_dims, at::IntArrayRef kernel_size,
-                                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
-  TORCH_CHECK_VALUE(spatial_dims >= 1 && spatial_dims <= 3, op, ": x must be (N, C, *spatial) with 1 to 3 spatial ",
-                    "dims, got ", spatial_dims + 2, " dims");
+inline MaxPoolShape max_pool_parameters(const char* op, const char* arg, int64_t spatial_dims,
+                                        at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                        at::IntArrayRef dilation) {
+  TORCH_CHECK_VALUE(spatial_dims >= 1 && spatial_dims <= 3, op, ": ", arg, " must be (N, C, *spatial) with 1 to 3 ",
+                    "spatial dims, got ", spatial_dims + 2, " dims");
   const std::pair<const char*, at::IntArrayRef> lists[] = {
       {"kernel_size", kernel_size}, {"stride", stride}, {"padding", padding}, {"dilation", dilation}};
   for (const auto& [name, list] : lists) {
@@ -33,17 +35,20 @@ inline MaxPoolShape max_pool_parameters(const char* op, int64_t spatial_dims, at
     s.stride[axis] = j < 0 ? 1 : stride[j];
     s.padding[axis] = j < 0 ? 0 : padding[j];
     s.dilation[axis] = j < 0 ? 1 : dilation[j];
-    TORCH_CHECK_VALUE(s.kernel[axis] >= 1 && s.stride[axis] >= 1 && s.dilation[axis] >= 1, op,
-                      ": kernel_size, stride and dilation must be >= 1, got ", kernel_size, ", ", stride, ", ",
-                      dilation);
-    TORCH_CHECK_VALUE(s.padding[axis] >= 0 && s.padding[axis] <= ((s.kernel[axis] - 1) * s.dilation[axis] + 1) / 2,
-                      op, ": padding must be >= 0 and at most half the dilated kernel size, got padding ", padding,
-                      " for kernel_size ", kernel_size, " and dilation ", dilation);
+    constexpr int64_t kLargest = int64_t{1} << 40;  // keeps every index computation far from overflow
+    TORCH_CHECK_VALUE(s.kernel[axis] >= 1 && s.stride[axis] >= 1 && s.dilation[axis] >= 1 &&
+                          s.stride[axis] <= kLargest && s.dilation[axis] <= kLargest,
+                      op, ": kernel_size, stride and dilation must be >= 1 (stride and dilation at most 2^40), got ",
+                      kernel_size, ", ", stride, ", ", dilation);
+    TORCH_CHECK_VALUE(s.padding[axis] >= 0 && s.padding[axis] <= s.kernel[axis] / 2, op,
+                      ": padding must be >= 0 and at most half the kernel size, got padding ", padding,
+                      " for kernel_size ", kernel_size);
+    TORCH_CHECK_VALUE(s.kernel[axis] <= kMaxPoolWindowLimit && window * s.kernel[axis] <= kMaxPoolWindowLimit, op,
+                      ": the window must have at most ", kMaxPoolWindowLimit,
+                      " positions (its argmax is kept in a byte), got kernel_size ", kernel_size,
+                      "; use torch's max_pool");
     window *= s.kernel[axis];
   }
-  TORCH_CHECK_VALUE(window <= kMaxPoolWindowLimit, op, ": the window must have at most ", kMaxPoolWindowLimit,
-                    " positions (its argmax is kept in a byte), got kernel_size ", kernel_size,
-                    "; use torch's max_pool");
   return s;
 }
 
@@ -78,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool_op(const at::Tensor& x_in, at::IntAr
                                                at::IntArrayRef dilation, bool ceil_mode, Run&& run) {
   const char* op = "medkern::max_pool";
   check_floating(op, "x", x_in);
-  MaxPoolShape s = max_pool_parameters(op, x_in.dim() - 2, kernel_size, stride, padding, dilation);
+  MaxPoolShape s = max_pool_parameters(op, "x", x_in.dim() - 2, kernel_size, stride, padding, dilation);
   for (int64_t d = 1; d < x_in.dim(); ++d) {
     TORCH_CHECK_VALUE(x_in.size(d) > 0, op, ": x may be empty only along dim 0 (the batch), got shape ",
                       x_in.sizes());
@@ -118,11 +123,11 @@ at::Tensor max_pool_backward_op(const at::Tensor& grad_in, const at::Tensor& arg
                     " (the device of grad), got ", argmax.device());
   TORCH_CHECK_VALUE(grad_in.sizes() == argmax.sizes(), op, ": grad must have the shape of argmax ", argmax.sizes(),
                     ", got ", grad_in.sizes());
+  MaxPoolShape s = max_pool_parameters(op, "argmax", argmax.dim() - 2, kernel_size, stride, padding, dilation);
   TORCH_CHECK_VALUE(static_cast<int64_t>(input_size.size()) == argmax.dim() &&
                         input_size[0] == argmax.size(0) && input_size[1] == argmax.size(1),
                     op, ": input_size must be x's shape (N, C, *spatial) for argmax of shape ", argmax.sizes(),
                     ", got ", input_size);
-  MaxPoolShape s = max_pool_parameters(op, argmax.dim() - 2, kernel_size, stride, padding, dilation);
   TORCH_CHECK_VALUE(argmax.is_contiguous() || max_pool_channels_last(argmax), op,
                     ": argmax must be laid out as max_pool wrote it (contiguous or channels-last)");
   s.channels_last = max_pool_channels_last(argmax);
@@ -133,6 +138,13 @@ at::Tensor max_pool_backward_op(const at::Tensor& grad_in, const at::Tensor& arg
     const int64_t j = axis - (3 - dims);
     s.in[axis] = j < 0 ? 1 : input_size[2 + j];
     s.out[axis] = j < 0 ? 1 : argmax.size(2 + j);
+    const auto size_of = [&](bool ceil_mode) {
+      return max_pool_output_size(s.in[axis], s.kernel[axis], s.stride[axis], s.padding[axis], s.dilation[axis],
+                                  ceil_mode);
+    };
+    TORCH_CHECK_VALUE(s.in[axis] >= 1 && (s.out[axis] == size_of(false) || s.out[axis] == size_of(true)), op,
+                      ": argmax of shape ", argmax.sizes(), " is not max_pool's output for input_size ", input_size,
+                      " and these kernel_size, stride, padding and dilation");
   }
   const at::Tensor grad =
       grad_in.strides() == argmax.strides() ? grad_in : at::empty_like(argmax, grad_in.options()).copy_(grad_in);

@@ -174,14 +174,14 @@ void for_each_output(const MaxPoolShape& s, Fn&& fn) {
   }
 }
 
-// max_pool_tap_offset of every argmax byte value. One that names no window position points
-// out of the plane (an argmax not from max_pool must not write out of bounds).
+// max_pool_tap_offset of every argmax byte value. One that names no window position (an empty
+// window's kMaxPoolNoElement, or an argmax not from max_pool) points out of the plane: dropped.
 struct TapOffsets {
-  int64_t offset[kMaxPoolWindowLimit];
+  int64_t offset[256];
 
   explicit TapOffsets(const MaxPoolShape& s) {
     const int64_t window = s.kernel[0] * s.kernel[1] * s.kernel[2];
-    for (int64_t k = 0; k < kMaxPoolWindowLimit; ++k) offset[k] = k < window ? max_pool_tap_offset(s, k) : -s.in_plane();
+    for (int64_t k = 0; k < 256; ++k) offset[k] = k < window ? max_pool_tap_offset(s, k) : -s.in_plane();
   }
   int64_t operator[](uint8_t k) const { return offset[k]; }
 };

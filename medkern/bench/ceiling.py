@@ -155,7 +155,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         verdict = " (above the ceiling)" if r["target_above_ceiling"] else ""
         rate = r.get("convolution_gflops_per_s")
-        direct = ("| | |" if "direct_ceiling" not in r else
+        direct = ("| | | |" if "direct_ceiling" not in r else
                   f"| {r['eager_ms']:.1f} / {r['conv_only_ms']:.1f} / {r['medkern_step_ms']:.1f} | "
                   f"{r['direct_ceiling']:.2f}x | {r['medkern_speedup']:.2f}x |")
         lines.append(f"| {r['case']} | {'fwd+bwd' if r['mode'] == 'fwd_bwd' else r['mode']} | "

@@ -25,30 +25,36 @@ def _is_activation(module: nn.Module) -> bool:
 
 
 class StridedSlice(nn.Module):
-    """A pool's stand-in: every stride-th element of each spatial dim (a view), checked to have
-    the pool's output shape."""
+    """A pool's stand-in: every stride-th element of each spatial dim, checked (once per input
+    shape) to have the pool's output shape. The slice is a view, but what follows pays for it as
+    for a pool's output (the next convolution copies it; its backward writes the whole input
+    gradient): the floor keeps a pool's unavoidable data movement."""
 
     def __init__(self, pool: nn.Module):
         super().__init__()
         object.__setattr__(self, "pool", pool)  # for its output shape only: not a submodule
+        self.checked: set = set()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dims = x.dim() - 2
         stride = self.pool.stride if self.pool.stride is not None else self.pool.kernel_size
         stride = (stride,) * dims if isinstance(stride, int) else tuple(stride)
         sliced = x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)]
+        if tuple(x.shape) in self.checked:
+            return sliced
         with torch.no_grad():
             expected = self.pool(x[:1, :1].detach()).shape[2:]
         if sliced.shape[2:] != expected:
             raise ValueError(f"conv_only: a strided slice of {tuple(x.shape)} does not have the shape of "
                              f"{self.pool}'s output {tuple(expected)}; this model needs another stand-in")
+        self.checked.add(tuple(x.shape))
         return sliced
 
 
 def _stand_in(module: nn.Module):
     if isinstance(module, NORMS) or _is_activation(module) or isinstance(module, nn.modules.dropout._DropoutNd):
         return nn.Identity()
-    if isinstance(module, POOLS):
+    if isinstance(module, POOLS) and not getattr(module, "return_indices", False):
         return StridedSlice(module)
     return None
 

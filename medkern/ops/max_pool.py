@@ -5,8 +5,9 @@ The kernels keep, for backward, the window position of each output's value in on
 On CPU they also run NCHW tensors several times faster than torch's NCHW kernel.
 
 The backend picks the implementation: ``medkern::max_pool`` (CPU and CUDA kernels), the Triton op
-``medkern::triton_max_pool``, or the reference (torch's own). A window of more than 256 positions
-runs the reference whatever the backend (its argmax would not fit a byte).
+``medkern::triton_max_pool``, or the reference (torch's own). A window of more than 255 positions
+runs the reference whatever the backend (its argmax would not fit a byte; 255 marks a window that
+holds no input element, which dilation allows: its output is -inf, as torch's, with no gradient).
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from .._args import check_float_tensor
 from ..reference import max_pool as reference
 
 OP = "medkern.ops.max_pool"
-WINDOW_LIMIT = 256  # window positions an argmax byte can name (csrc/common/max_pool.h)
+WINDOW_LIMIT = 255  # window positions an argmax byte can name (csrc/common/max_pool.h)
 
 
 def _per_axis(op: str, name: str, value, dims: int, minimum: int) -> tuple[int, ...]:
-    """An int or a sequence of ``dims`` ints, each >= minimum, as a tuple of ``dims`` ints."""
+    """An int, or a sequence of one or ``dims`` ints (as torch takes them), each >= minimum, as a
+    tuple of ``dims`` ints."""
     values = (value,) * dims if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(values, (tuple, list)) and len(values) == 1:
+        values = tuple(values) * dims
     ok = isinstance(values, (tuple, list)) and len(values) == dims and all(
         isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values)
     if not ok:
@@ -44,6 +48,18 @@ def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int
     return out
 
 
+def _pool_parameters(op: str, dims: int, kernel_size, stride, padding, dilation):
+    """(kernel_size, stride, padding, dilation) as tuples of ``dims`` ints, checked as torch checks them."""
+    kernel_size = _per_axis(op, "kernel_size", kernel_size, dims, 1)
+    stride = kernel_size if stride is None or stride == [] or stride == () else _per_axis(op, "stride", stride, dims, 1)
+    padding = _per_axis(op, "padding", padding, dims, 0)
+    dilation = _per_axis(op, "dilation", dilation, dims, 1)
+    if any(p > k // 2 for k, p in zip(kernel_size, padding)):
+        raise ValueError(f"{op}: padding must be at most half the kernel size, got padding {padding} for "
+                         f"kernel_size {kernel_size}")
+    return kernel_size, stride, padding, dilation
+
+
 def check_args(x, kernel_size, stride, padding, dilation, ceil_mode, op: str = OP):
     """Checks every argument as torch does (ValueError/TypeError naming ``op``); returns
     (kernel_size, stride, padding, dilation) as tuples of one int per spatial dim of x."""
@@ -51,16 +67,9 @@ def check_args(x, kernel_size, stride, padding, dilation, ceil_mode, op: str = O
     dims = x.dim() - 2
     if not 1 <= dims <= 3:
         raise ValueError(f"{op}: x must be (N, C, *spatial) with 1 to 3 spatial dims, got shape {tuple(x.shape)}")
-    kernel_size = _per_axis(op, "kernel_size", kernel_size, dims, 1)
-    stride = kernel_size if stride is None or stride == [] or stride == () else _per_axis(op, "stride", stride, dims, 1)
-    padding = _per_axis(op, "padding", padding, dims, 0)
-    dilation = _per_axis(op, "dilation", dilation, dims, 1)
+    kernel_size, stride, padding, dilation = _pool_parameters(op, dims, kernel_size, stride, padding, dilation)
     if not isinstance(ceil_mode, bool):
         raise TypeError(f"{op}: ceil_mode must be a bool, got {ceil_mode!r}")
-    for k, p, d in zip(kernel_size, padding, dilation):
-        if p > ((k - 1) * d + 1) // 2:
-            raise ValueError(f"{op}: padding must be at most half the dilated kernel size, got padding {padding} "
-                             f"for kernel_size {kernel_size} and dilation {dilation}")
     if any(size == 0 for size in x.shape[1:]):
         raise ValueError(f"{op}: x may be empty only along dim 0 (the batch), got shape {tuple(x.shape)}")
     sizes = [output_size(*args, ceil_mode) for args in zip(x.shape[2:], kernel_size, stride, padding, dilation)]
@@ -68,6 +77,32 @@ def check_args(x, kernel_size, stride, padding, dilation, ceil_mode, op: str = O
         raise ValueError(f"{op}: the output would be empty: input spatial size {tuple(x.shape[2:])} is too small "
                          f"for kernel_size {kernel_size}, padding {padding} and dilation {dilation}")
     return kernel_size, stride, padding, dilation
+
+
+def check_backward_args(grad, argmax, input_size, kernel_size, stride, padding, dilation, op: str):
+    """max_pool_backward's checks (as csrc/common/max_pool_op.h makes them); returns the pool's
+    parameters as check_args does."""
+    check_float_tensor(op, "grad", grad)
+    if not isinstance(argmax, torch.Tensor) or argmax.dtype != torch.uint8:
+        raise TypeError(f"{op}: argmax must be uint8 (max_pool's second output), got "
+                        f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
+    if grad.shape != argmax.shape or grad.device != argmax.device:
+        raise ValueError(f"{op}: grad must have the shape of argmax {tuple(argmax.shape)} and be on its device, got "
+                         f"{tuple(grad.shape)} on {grad.device}")
+    dims = argmax.dim() - 2
+    if not 1 <= dims <= 3:
+        raise ValueError(f"{op}: argmax must be (N, C, *spatial) with 1 to 3 spatial dims, got {tuple(argmax.shape)}")
+    parameters = _pool_parameters(op, dims, kernel_size, stride, padding, dilation)
+    if len(input_size) != argmax.dim() or list(input_size[:2]) != list(argmax.shape[:2]):
+        raise ValueError(f"{op}: input_size must be x's shape (N, C, *spatial) for argmax of shape "
+                         f"{tuple(argmax.shape)}, got {list(input_size)}")
+    for size, out, *pool in zip(input_size[2:], argmax.shape[2:], *parameters):
+        if size < 1 or out not in (output_size(size, *pool, False), output_size(size, *pool, True)):
+            raise ValueError(f"{op}: argmax of shape {tuple(argmax.shape)} is not max_pool's output for input_size "
+                             f"{list(input_size)} and these kernel_size, stride, padding and dilation")
+    if not (argmax.is_contiguous() or channels_last(argmax)):
+        raise ValueError(f"{op}: argmax must be laid out as max_pool wrote it (contiguous or channels-last)")
+    return parameters
 
 
 def _kernel_ops(chosen: str):
@@ -111,14 +146,16 @@ def max_pool_with_indices(x: torch.Tensor, kernel_size, stride=None, padding=0, 
     return _run(x, kernel_size, stride, padding, dilation, ceil_mode, True)
 
 
-def _channels_last(t: torch.Tensor) -> bool:
+def channels_last(t: torch.Tensor) -> bool:
+    """Whether t (N, C, *spatial) is stored with C innermost (and is not plainly contiguous)."""
     return not t.is_contiguous() and t.movedim(1, -1).is_contiguous()
 
 
-def _empty(n, c, spatial, channels_last: bool, like: torch.Tensor, dtype: Optional[torch.dtype] = None):
-    """An empty (n, c, *spatial) tensor laid out as the kernels write it (max_pool_empty in C++)."""
+def _empty(n, c, spatial, rows: bool, like: torch.Tensor, dtype: Optional[torch.dtype] = None):
+    """An empty (n, c, *spatial) tensor laid out as the kernels write it (max_pool_empty in C++):
+    channels innermost if ``rows``."""
     dtype = dtype or like.dtype
-    if channels_last:
+    if rows:
         return like.new_empty((n, *spatial, c), dtype=dtype).movedim(-1, 1)
     return like.new_empty((n, c, *spatial), dtype=dtype)
 
@@ -126,14 +163,14 @@ def _empty(n, c, spatial, channels_last: bool, like: torch.Tensor, dtype: Option
 def empty_outputs(x, kernel_size, stride, padding, dilation, ceil_mode):
     """(y, argmax) as the kernels allocate them: x's layout if channels-last, else contiguous."""
     sizes = [output_size(*args, ceil_mode) for args in zip(x.shape[2:], kernel_size, stride, padding, dilation)]
-    channels_last = _channels_last(x)
+    rows = channels_last(x)
     n, c = x.shape[:2]
-    return _empty(n, c, sizes, channels_last, x), _empty(n, c, sizes, channels_last, x, torch.uint8)
+    return _empty(n, c, sizes, rows, x), _empty(n, c, sizes, rows, x, torch.uint8)
 
 
 def empty_input_grad(grad, argmax, input_size, kernel_size, stride, padding, dilation):
     """dx as the kernels allocate it: argmax's layout."""
-    return _empty(input_size[0], input_size[1], input_size[2:], _channels_last(argmax), grad)
+    return _empty(input_size[0], input_size[1], input_size[2:], channels_last(argmax), grad)
 
 
 def register_autograd(forward_name: str, backward_name: str) -> None:

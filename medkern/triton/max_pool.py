@@ -18,10 +18,13 @@ import triton
 import triton.language as tl
 from torch._subclasses.fake_tensor import is_fake
 
-from ..ops.max_pool import WINDOW_LIMIT, check_args, empty_input_grad, empty_outputs, register_autograd
+from ..ops.max_pool import (WINDOW_LIMIT, channels_last as _channels_last, check_args, check_backward_args,
+                            empty_input_grad, empty_outputs, register_autograd)
+from ..reference.max_pool import NO_ELEMENT as _NO_ELEMENT
 
 BLOCK = 256
 NUM_WARPS = 4
+NO_ELEMENT = tl.constexpr(_NO_ELEMENT)
 
 
 @triton.jit
@@ -84,47 +87,49 @@ def max_pool_forward_kernel(
                 replace = valid & ((arg < 0) | (v > best) | (v != v))
                 best = tl.where(replace, v, best)
                 arg = tl.where(replace, (kd * K1 + kh) * K2 + kw, arg)
+    empty = arg < 0  # a window without an input element (dilation): -inf, no position
+    best = tl.where(empty, float("-inf"), best)
+    arg = tl.where(empty, NO_ELEMENT, arg)
     tl.store(y_ptr + e, best.to(y_ptr.dtype.element_ty), mask=mask)
     tl.store(argmax_ptr + e, arg.to(tl.uint8), mask=mask)
 
 
 @triton.jit
-def _tap(i, o_last, j, P, ST, DL, K: tl.constexpr, R: tl.constexpr):
-    """Output o = o_last - (R - 1) + j along one axis (ascending in j) and the window position of
-    input i in its window; valid when o >= 0 and the window holds i."""
-    o = o_last - (R - 1) + j
-    r = i + P - o * ST  # >= 0: o <= o_last <= (i + P) // ST
-    k = r // DL
-    return o, k, (o >= 0) & (r % DL == 0) & (k < K)
+def _source(i, k, P, ST, DL, O, K: tl.constexpr):
+    """The output along one axis whose window holds input i at window position K - 1 - k (so that
+    k ascending walks the outputs in ascending order), and whether there is one."""
+    r = i + P - (K - 1 - k) * DL
+    o = r // ST
+    return o, (r >= 0) & (r % ST == 0) & (o < O)
 
 
 @triton.jit
 def max_pool_backward_kernel(
     g_ptr, argmax_ptr, dx_ptr, total, C, I0, I1, I2, O0, O1, O2,
     ST0, ST1, ST2, P0, P1, P2, DL0, DL1, DL2,
-    K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, R0: tl.constexpr, R1: tl.constexpr, R2: tl.constexpr,
-    CHANNELS_LAST: tl.constexpr, FP64: tl.constexpr, BLOCK: tl.constexpr,
+    K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, CHANNELS_LAST: tl.constexpr, FP64: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
-    """R0..R2: outputs per axis whose window may hold one input element, ((K - 1) * DL) // ST + 1."""
+    """For each window position (at most 255 unrolled), the output whose window holds the input
+    element there; its gradient counts if its argmax is that position. Outputs in ascending order,
+    as the CPU and CUDA kernels add them."""
     e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = e < total
     n, c, i0, i1, i2 = _unravel(e, C, I0, I1, I2, CHANNELS_LAST)
     acc = tl.float64 if FP64 else tl.float32
-    last0 = tl.minimum((i0 + P0) // ST0, O0 - 1)
-    last1 = tl.minimum((i1 + P1) // ST1, O1 - 1)
-    last2 = tl.minimum((i2 + P2) // ST2, O2 - 1)
     total_grad = tl.zeros([BLOCK], acc)
-    for j0 in tl.static_range(R0):
-        od, kd, ok_d = _tap(i0, last0, j0, P0, ST0, DL0, K0, R0)
-        for j1 in tl.static_range(R1):
-            oh, kh, ok_h = _tap(i1, last1, j1, P1, ST1, DL1, K1, R1)
-            for j2 in tl.static_range(R2):
-                ow, kw, ok_w = _tap(i2, last2, j2, P2, ST2, DL2, K2, R2)
+    for jd in tl.static_range(K0):
+        od, ok_d = _source(i0, jd, P0, ST0, DL0, O0, K0)
+        for jh in tl.static_range(K1):
+            oh, ok_h = _source(i1, jh, P1, ST1, DL1, O1, K1)
+            for jw in tl.static_range(K2):
+                ow, ok_w = _source(i2, jw, P2, ST2, DL2, O2, K2)
                 valid = mask & ok_d & ok_h & ok_w
                 at = _offset(n, c, od, oh, ow, C, O0, O1, O2, CHANNELS_LAST)
-                a = tl.load(argmax_ptr + at, mask=valid, other=0).to(tl.int64)
+                a = tl.load(argmax_ptr + at, mask=valid, other=NO_ELEMENT).to(tl.int32)
                 g = tl.load(g_ptr + at, mask=valid, other=0).to(acc)
-                total_grad += tl.where(valid & (a == (kd * K1 + kh) * K2 + kw), g, 0)
+                position = ((K0 - 1 - jd) * K1 + (K1 - 1 - jh)) * K2 + (K2 - 1 - jw)
+                total_grad += tl.where(valid & (a == position), g, 0)
     tl.store(dx_ptr + e, total_grad.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -141,11 +146,6 @@ def _geometry(input_spatial, output_spatial, kernel_size, stride, padding, dilat
     return runtime, dict(K0=kernel[0], K1=kernel[1], K2=kernel[2])
 
 
-def _reach(kernel_size, stride, dilation) -> dict:
-    r = [((k - 1) * d) // s + 1 for k, s, d in zip(_three(kernel_size, 1), _three(stride, 1), _three(dilation, 1))]
-    return dict(R0=r[0], R1=r[1], R2=r[2])
-
-
 def _launch(kernel, tensors, total, channels, runtime, constexprs, device):
     if is_fake(tensors[-1]) and device.type == "cpu":
         return  # the interpreter runs eagerly on real memory; fake tensors need the outputs only
@@ -153,10 +153,6 @@ def _launch(kernel, tensors, total, channels, runtime, constexprs, device):
     with on_device:
         torch.library.wrap_triton(kernel)[(triton.cdiv(total, BLOCK),)](
             *tensors, total, channels, *runtime, **constexprs, BLOCK=BLOCK, num_warps=NUM_WARPS)
-
-
-def _channels_last(t: torch.Tensor) -> bool:
-    return not t.is_contiguous() and t.movedim(1, -1).is_contiguous()
 
 
 @torch.library.triton_op("medkern::triton_max_pool", mutates_args=())
@@ -180,24 +176,13 @@ def triton_max_pool(x: torch.Tensor, kernel_size: list[int], stride: list[int], 
 def triton_max_pool_backward(grad: torch.Tensor, argmax: torch.Tensor, input_size: list[int], kernel_size: list[int],
                              stride: list[int], padding: list[int], dilation: list[int]) -> torch.Tensor:
     op = "medkern::triton_max_pool_backward"
-    if argmax.dtype != torch.uint8:
-        raise TypeError(f"{op}: argmax must be uint8 (max_pool's second output), got {argmax.dtype}")
-    if grad.shape != argmax.shape or grad.device != argmax.device:
-        raise ValueError(f"{op}: grad must match argmax in shape and device, got {tuple(grad.shape)} on "
-                         f"{grad.device} for argmax {tuple(argmax.shape)} on {argmax.device}")
-    if len(input_size) != argmax.dim() or list(input_size[:2]) != list(argmax.shape[:2]):
-        raise ValueError(f"{op}: input_size must be x's shape (N, C, *spatial) for argmax of shape "
-                         f"{tuple(argmax.shape)}, got {list(input_size)}")
-    if not (argmax.is_contiguous() or _channels_last(argmax)):
-        raise ValueError(f"{op}: argmax must be laid out as max_pool wrote it (contiguous or channels-last)")
-    like = torch.empty(input_size, device="meta", dtype=grad.dtype)  # to check the pool's arguments
-    kernel_size, stride, padding, dilation = check_args(like, kernel_size, stride, padding, dilation, False, op)
+    kernel_size, stride, padding, dilation = check_backward_args(grad, argmax, input_size, kernel_size, stride,
+                                                                 padding, dilation, op)
     grad = grad if grad.stride() == argmax.stride() else torch.empty_like(argmax, dtype=grad.dtype).copy_(grad)
     dx = empty_input_grad(grad, argmax, input_size, kernel_size, stride, padding, dilation)
     if dx.numel() > 0:
         runtime, constexprs = _geometry(input_size[2:], argmax.shape[2:], kernel_size, stride, padding, dilation)
-        constexprs.update(_reach(kernel_size, stride, dilation), CHANNELS_LAST=_channels_last(argmax),
-                          FP64=grad.dtype == torch.float64)
+        constexprs.update(CHANNELS_LAST=_channels_last(argmax), FP64=grad.dtype == torch.float64)
         _launch(max_pool_backward_kernel, (grad, argmax, dx), dx.numel(), input_size[1], runtime, constexprs,
                 grad.device)
     return dx
@@ -226,7 +211,6 @@ def aot_variants():
         forward_sig = {"x_ptr": ptr, "y_ptr": ptr, "argmax_ptr": "*u8", **{k: "i64" for k in ints},
                        **{k: "constexpr" for k in base}}
         yield f"max_pool_forward_kernel[{tag}]", max_pool_forward_kernel, forward_sig, base
-        backward = dict(base, **_reach(kernel_size, stride, (1,) * len(kernel_size)))
         backward_sig = {"g_ptr": ptr, "argmax_ptr": "*u8", "dx_ptr": ptr, **{k: "i64" for k in ints},
-                        **{k: "constexpr" for k in backward}}
-        yield f"max_pool_backward_kernel[{tag}]", max_pool_backward_kernel, backward_sig, backward
+                        **{k: "constexpr" for k in base}}
+        yield f"max_pool_backward_kernel[{tag}]", max_pool_backward_kernel, backward_sig, base
