@@ -10,6 +10,7 @@ from .. import activations, ops, tolerances
 from .. import backend as backend_module
 from ..reference.bias_act import bias_act as reference_bias_act
 from ..reference.bias_act import broadcast_along
+from .judging import Judge, seeded_noise
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,7 @@ def run(backend: str, x, b, dim, act, alpha, gain, clamp, order: int = 2, seed: 
     the gradient of <gx, h> + <gb, k> w.r.t. x and b (second order) for random h, k.
     Inputs are detached copies; the randomness depends on ``seed`` only, its values are
     representable in ``noise_dtype`` (default: x's dtype)."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def noise(like):
-        values = torch.randn(like.shape, generator=gen, dtype=torch.float64).to(noise_dtype or like.dtype)
-        return values.to(like.dtype).to(like.device)
+    noise = seeded_noise(seed, noise_dtype)
 
     x = x.detach().clone().requires_grad_()
     b = b.detach().clone().requires_grad_() if b is not None else None
@@ -140,17 +137,5 @@ def options_for(act: str, variant: int):
     return alpha, 1.7, 1.5
 
 
-def rounded(expected: torch.Tensor, dtype) -> torch.Tensor:
-    """The oracle's value as a kernel of ``dtype`` can give it: rounded to dtype, compared in the
-    oracle's dtype, on the CPU."""
-    return expected.to(dtype).to(expected.dtype).cpu()
-
-
-def assert_matches(actual, expected, dtype, what: str):
-    for got, want, (name, kind) in zip(actual, expected, OUTPUTS):
-        if want is None:
-            assert got is None, f"{what}: {name} should be None"
-            continue
-        assert got.dtype == dtype, f"{what}: {name} has dtype {got.dtype}, expected {dtype}"
-        assert got.shape == want.shape, f"{what}: {name} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-        tolerances.assert_close(got.cpu(), rounded(want, dtype), "bias_act", kind, dtype, msg=f"{what}: {name}")
+_JUDGE = Judge("bias_act", OUTPUTS)
+worst, assert_matches = _JUDGE.worst, _JUDGE.assert_matches

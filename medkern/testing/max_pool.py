@@ -10,6 +10,7 @@ from .. import ops, tolerances
 from .. import backend as backend_module
 from ..reference.max_pool import max_pool_with_argmax
 from .bias_act import Layout
+from .judging import Judge, seeded_noise
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,7 @@ def run(backend: str, case: Case, x, order: int = 2, seed: int = 1, noise_dtype=
     """(y, argmax, gx, ggrad): max_pool under ``backend``, the window positions of its values, its
     gradient for a random upstream g, and the gradient of <gx, h> w.r.t. g for a random h (the
     gradient is linear in g and locally constant in x). Inputs are detached copies."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def noise(like):
-        values = torch.randn(like.shape, generator=gen, dtype=torch.float64).to(noise_dtype or like.dtype)
-        return values.to(like.dtype).to(like.device)
+    noise = seeded_noise(seed, noise_dtype)
 
     x = x.detach().clone().requires_grad_()
     with backend_module.use_backend(backend):
@@ -103,18 +100,5 @@ def oracle_argmax(case: Case, x) -> torch.Tensor:
 OUTPUTS = (("y", "forward"), ("grad x", "grad"), ("grad2 upstream", "grad2"))
 
 
-def rounded(expected: torch.Tensor, dtype) -> torch.Tensor:
-    return expected.to(dtype).to(expected.dtype).cpu()
-
-
-def worst(actual, expected, dtype) -> list[tuple[str, float]]:
-    """(output name, largest error / allowed) per output."""
-    return [(name, tolerances.within(got.cpu(), rounded(want, dtype), "max_pool", kind, dtype)[0])
-            for (name, kind), got, want in zip(OUTPUTS, actual, expected)]
-
-
-def assert_matches(actual, expected, dtype, what: str):
-    for got, want, (name, kind) in zip(actual, expected, OUTPUTS):
-        assert got.dtype == dtype, f"{what}: {name} has dtype {got.dtype}, expected {dtype}"
-        assert got.shape == want.shape, f"{what}: {name} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-        tolerances.assert_close(got.cpu(), rounded(want, dtype), "max_pool", kind, dtype, msg=f"{what}: {name}")
+_JUDGE = Judge("max_pool", OUTPUTS)
+worst, assert_matches = _JUDGE.worst, _JUDGE.assert_matches

@@ -9,6 +9,7 @@ import torch
 from .. import ops, tolerances
 from .. import backend as backend_module
 from .bias_act import Layout
+from .judging import Judge, seeded_noise
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,7 @@ def make_inputs(case: Case, dtype, device, scale: float = 2.0) -> torch.Tensor:
 def run(backend: str, case: Case, x, order: int = 2, seed: int = 1, noise_dtype=None):
     """(y, gx, ggx): minibatch_stddev under ``backend``, its gradient for a random upstream g and
     the gradient of <gx, h> w.r.t. x for a random h (as medkern.testing.pixel_norm.run)."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def noise(like):
-        values = torch.randn(like.shape, generator=gen, dtype=torch.float64).to(noise_dtype or like.dtype)
-        return values.to(like.dtype).to(like.device)
+    noise = seeded_noise(seed, noise_dtype)
 
     x = x.detach().clone().requires_grad_()
     with backend_module.use_backend(backend):
@@ -68,19 +65,5 @@ def oracle(case: Case, x, order: int = 2, seed: int = 1):
 OUTPUTS = (("y", "forward"), ("grad x", "grad"), ("grad2 x", "grad2"))
 
 
-def rounded(expected: torch.Tensor, dtype) -> torch.Tensor:
-    return expected.to(dtype).to(expected.dtype).cpu()
-
-
-def worst(actual, expected, dtype) -> list[tuple[str, float]]:
-    """(output name, largest error / allowed) per output."""
-    return [(name, tolerances.within(got.cpu(), rounded(want, dtype), "minibatch_stddev", kind, dtype)[0])
-            for (name, kind), got, want in zip(OUTPUTS, actual, expected)]
-
-
-def assert_matches(actual, expected, dtype, what: str):
-    for got, want, (name, kind) in zip(actual, expected, OUTPUTS):
-        assert got.dtype == dtype, f"{what}: {name} has dtype {got.dtype}, expected {dtype}"
-        assert got.shape == want.shape, f"{what}: {name} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-        tolerances.assert_close(got.cpu(), rounded(want, dtype), "minibatch_stddev", kind, dtype,
-                                msg=f"{what}: {name}")
+_JUDGE = Judge("minibatch_stddev", OUTPUTS)
+worst, assert_matches = _JUDGE.worst, _JUDGE.assert_matches

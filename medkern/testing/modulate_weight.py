@@ -8,6 +8,7 @@ import torch
 
 from .. import ops, tolerances
 from .. import backend as backend_module
+from .judging import Judge, seeded_noise
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,7 @@ def run(backend: str, case: Case, weight, styles, order: int = 2, seed: int = 1,
     """(y, gW, gs[, ggW, ggs]): modulate_weight under ``backend``, its gradients for a random
     upstream g, and the gradients of <gW, h1> + <gs, h2> for random h1, h2 (as
     medkern.testing.pixel_norm.run)."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def noise(like):
-        values = torch.randn(like.shape, generator=gen, dtype=torch.float64).to(noise_dtype or like.dtype)
-        return values.to(like.dtype).to(like.device)
+    noise = seeded_noise(seed, noise_dtype)
 
     weight = weight.detach().clone().requires_grad_()
     styles = styles.detach().clone().requires_grad_()
@@ -99,19 +96,5 @@ OUTPUTS = (("y", "forward"), ("grad weight", "grad"), ("grad styles", "grad"), (
            ("grad2 styles", "grad2"))
 
 
-def rounded(expected: torch.Tensor, dtype) -> torch.Tensor:
-    """The oracle's value as a kernel of ``dtype`` can give it, on the CPU."""
-    return expected.to(dtype).to(expected.dtype).cpu()
-
-
-def worst(actual, expected, dtype) -> list[tuple[str, float]]:
-    """(output name, largest error / allowed) per output."""
-    return [(name, tolerances.within(got.cpu(), rounded(want, dtype), "modulate_weight", kind, dtype)[0])
-            for (name, kind), got, want in zip(OUTPUTS, actual, expected)]
-
-
-def assert_matches(actual, expected, dtype, what: str):
-    for got, want, (name, kind) in zip(actual, expected, OUTPUTS):
-        assert got.dtype == dtype, f"{what}: {name} has dtype {got.dtype}, expected {dtype}"
-        assert got.shape == want.shape, f"{what}: {name} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-        tolerances.assert_close(got.cpu(), rounded(want, dtype), "modulate_weight", kind, dtype, msg=f"{what}: {name}")
+_JUDGE = Judge("modulate_weight", OUTPUTS)
+worst, assert_matches = _JUDGE.worst, _JUDGE.assert_matches

@@ -10,7 +10,8 @@ import torch
 from .. import activations, ops, tolerances
 from .. import backend as backend_module
 from ..reference.norm_act import norm_act as reference_norm_act
-from .bias_act import KINK_MARGIN, KINKED, Layout, rounded
+from .bias_act import KINK_MARGIN, KINKED, Layout
+from .judging import rounded
 
 
 @dataclass(frozen=True)

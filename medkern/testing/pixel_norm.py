@@ -7,6 +7,7 @@ import torch
 from .. import ops, tolerances
 from .. import backend as backend_module
 from .bias_act import Layout
+from .judging import Judge, seeded_noise
 
 LAYOUTS = [
     Layout("nchw", (2, 5, 7, 9), 1),
@@ -32,11 +33,7 @@ def run(backend: str, x, dim, eps, order: int = 2, seed: int = 1, noise_dtype=No
     """(y, gx, ggx): pixel_norm under ``backend``, its gradient for a random upstream g, and the
     gradient of <gx, h> w.r.t. x for a random h. Inputs are detached copies; the randomness
     depends on ``seed`` only, its values representable in ``noise_dtype`` (default: x's dtype)."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def noise(like):
-        values = torch.randn(like.shape, generator=gen, dtype=torch.float64).to(noise_dtype or like.dtype)
-        return values.to(like.dtype).to(like.device)
+    noise = seeded_noise(seed, noise_dtype)
 
     x = x.detach().clone().requires_grad_()
     with backend_module.use_backend(backend):
@@ -59,19 +56,5 @@ def oracle(x, dim, eps, order: int = 2, seed: int = 1):
 OUTPUTS = (("y", "forward"), ("grad x", "grad"), ("grad2 x", "grad2"))
 
 
-def rounded(expected: torch.Tensor, dtype) -> torch.Tensor:
-    """The oracle's value as a kernel of ``dtype`` can give it, on the CPU."""
-    return expected.to(dtype).to(expected.dtype).cpu()
-
-
-def worst(actual, expected, dtype) -> list[tuple[str, float]]:
-    """(output name, largest error / allowed) per output."""
-    return [(name, tolerances.within(got.cpu(), rounded(want, dtype), "pixel_norm", kind, dtype)[0])
-            for (name, kind), got, want in zip(OUTPUTS, actual, expected)]
-
-
-def assert_matches(actual, expected, dtype, what: str):
-    for got, want, (name, kind) in zip(actual, expected, OUTPUTS):
-        assert got.dtype == dtype, f"{what}: {name} has dtype {got.dtype}, expected {dtype}"
-        assert got.shape == want.shape, f"{what}: {name} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-        tolerances.assert_close(got.cpu(), rounded(want, dtype), "pixel_norm", kind, dtype, msg=f"{what}: {name}")
+_JUDGE = Judge("pixel_norm", OUTPUTS)
+worst, assert_matches = _JUDGE.worst, _JUDGE.assert_matches

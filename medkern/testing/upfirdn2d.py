@@ -13,7 +13,7 @@ import torch
 
 from .. import ops, tolerances
 from .. import backend as backend_module
-from .bias_act import rounded
+from .judging import Judge, seeded_noise
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,7 @@ def run(backend: str, x, f, case: Case, seed: int = 1, noise_dtype=None):
     """(y, dx, dg): upfirdn2d under ``backend``; the gradient for a random upstream g; and the
     gradient of <dx, h> w.r.t. g for a random h (second order). Randomness depends on ``seed``
     only, with values representable in ``noise_dtype`` (default x's dtype)."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def noise(like):
-        values = torch.randn(like.shape, generator=gen, dtype=torch.float64).to(noise_dtype or like.dtype)
-        return values.to(like.dtype).to(like.device)
+    noise = seeded_noise(seed, noise_dtype)
 
     x = x.detach().clone().requires_grad_()
     with backend_module.use_backend(backend):
@@ -92,14 +88,5 @@ def oracle(x, f, case: Case, seed: int = 1):
 OUTPUTS = (("y", "forward"), ("grad x", "grad"), ("grad2 g", "grad"))
 
 
-def assert_matches(actual, expected, dtype, what: str):
-    for got, want, (name, kind) in zip(actual, expected, OUTPUTS):
-        assert got.dtype == dtype, f"{what}: {name} has dtype {got.dtype}, expected {dtype}"
-        assert got.shape == want.shape, f"{what}: {name} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-        tolerances.assert_close(got.cpu(), rounded(want, dtype), "upfirdn2d", kind, dtype, msg=f"{what}: {name}")
-
-
-def worst(actual, expected, dtype) -> list[tuple[str, float]]:
-    """(output name, largest error / allowed) for ``medkern check``."""
-    return [(name, tolerances.within(got.cpu(), rounded(want, dtype), "upfirdn2d", kind, dtype)[0])
-            for (name, kind), got, want in zip(OUTPUTS, actual, expected)]
+_JUDGE = Judge("upfirdn2d", OUTPUTS)
+worst, assert_matches = _JUDGE.worst, _JUDGE.assert_matches
