@@ -13,6 +13,13 @@
 
 namespace medkern {
 
+// Entry `axis` (of D, H, W) of a per-spatial-dim list of 1 to 3 entries (a 1-d or 2-d pool's
+// lists lack the leading axes): `fill` for an axis the list lacks.
+inline int64_t max_pool_axis_entry(at::IntArrayRef per_dim, int axis, int64_t fill) {
+  const int64_t j = axis - (3 - static_cast<int64_t>(per_dim.size()));
+  return j < 0 ? fill : per_dim[j];
+}
+
 // The pool's (D, H, W) parameters from lists of spatial_dims entries (those of `arg`, x or argmax),
 // checked as torch checks them;
 // the input and output sizes are left to the caller.
@@ -30,11 +37,10 @@ inline MaxPoolShape max_pool_parameters(const char* op, const char* arg, int64_t
   MaxPoolShape s{};
   int64_t window = 1;
   for (int axis = 0; axis < 3; ++axis) {
-    const int64_t j = axis - (3 - spatial_dims);  // index into the lists, < 0 for an added axis
-    s.kernel[axis] = j < 0 ? 1 : kernel_size[j];
-    s.stride[axis] = j < 0 ? 1 : stride[j];
-    s.padding[axis] = j < 0 ? 0 : padding[j];
-    s.dilation[axis] = j < 0 ? 1 : dilation[j];
+    s.kernel[axis] = max_pool_axis_entry(kernel_size, axis, 1);
+    s.stride[axis] = max_pool_axis_entry(stride, axis, 1);
+    s.padding[axis] = max_pool_axis_entry(padding, axis, 0);
+    s.dilation[axis] = max_pool_axis_entry(dilation, axis, 1);
     constexpr int64_t kLargest = int64_t{1} << 40;  // keeps every index computation far from overflow
     TORCH_CHECK_VALUE(s.kernel[axis] >= 1 && s.stride[axis] >= 1 && s.dilation[axis] >= 1 &&
                           s.stride[axis] <= kLargest && s.dilation[axis] <= kLargest,
@@ -92,18 +98,17 @@ std::tuple<at::Tensor, at::Tensor> max_pool_op(const at::Tensor& x_in, at::IntAr
   s.channels_last = max_pool_channels_last(x);
   s.n = x.size(0);
   s.c = x.size(1);
-  const int64_t dims = x.dim() - 2;
+  const at::IntArrayRef in_spatial = x.sizes().slice(2);
   std::vector<int64_t> out_spatial;
   for (int axis = 0; axis < 3; ++axis) {
-    const int64_t j = axis - (3 - dims);
-    s.in[axis] = j < 0 ? 1 : x.size(2 + j);
+    s.in[axis] = max_pool_axis_entry(in_spatial, axis, 1);
     s.out[axis] = max_pool_output_size(s.in[axis], s.kernel[axis], s.stride[axis], s.padding[axis],
                                        s.dilation[axis], ceil_mode);
-    TORCH_CHECK_VALUE(s.out[axis] >= 1, op, ": the output would be empty: input spatial size ",
-                      x.sizes().slice(2), " is too small for kernel_size ", kernel_size, ", padding ", padding,
-                      " and dilation ", dilation);
-    if (j >= 0) out_spatial.push_back(s.out[axis]);
+    TORCH_CHECK_VALUE(s.out[axis] >= 1, op, ": the output would be empty: input spatial size ", in_spatial,
+                      " is too small for kernel_size ", kernel_size, ", padding ", padding, " and dilation ",
+                      dilation);
   }
+  for (int axis = 3 - static_cast<int>(in_spatial.size()); axis < 3; ++axis) out_spatial.push_back(s.out[axis]);
   at::Tensor y = max_pool_empty(s, out_spatial, x.options());
   at::Tensor argmax = max_pool_empty(s, out_spatial, x.options().dtype(at::kByte));
   if (y.numel() > 0) run(x, y, argmax, s);
@@ -133,11 +138,9 @@ at::Tensor max_pool_backward_op(const at::Tensor& grad_in, const at::Tensor& arg
   s.channels_last = max_pool_channels_last(argmax);
   s.n = argmax.size(0);
   s.c = argmax.size(1);
-  const int64_t dims = argmax.dim() - 2;
   for (int axis = 0; axis < 3; ++axis) {
-    const int64_t j = axis - (3 - dims);
-    s.in[axis] = j < 0 ? 1 : input_size[2 + j];
-    s.out[axis] = j < 0 ? 1 : argmax.size(2 + j);
+    s.in[axis] = max_pool_axis_entry(input_size.slice(2), axis, 1);
+    s.out[axis] = max_pool_axis_entry(argmax.sizes().slice(2), axis, 1);
     const auto size_of = [&](bool ceil_mode) {
       return max_pool_output_size(s.in[axis], s.kernel[axis], s.stride[axis], s.padding[axis], s.dilation[axis],
                                   ceil_mode);

@@ -186,70 +186,52 @@ struct TapOffsets {
   int64_t operator[](uint8_t k) const { return offset[k]; }
 };
 
-// Planar: a task is one (n, c) plane; each output's gradient is added to the input its argmax
-// names, in output order. float and double gradients are summed in dx itself; half ones in a
-// float buffer, then rounded once.
-template <typename scalar_t>
-void backward_planar(const scalar_t* grad, const uint8_t* argmax, scalar_t* dx, const MaxPoolShape& s) {
+// A task is a block of channels [c0, c0 + width) of one sample: one channel (a plane) when planar,
+// kChannelBlock channels when channels last. Each output's gradient is added to the input its
+// argmax names, in output order; element (position p, channel c0 + j) of a plane is at
+// p * kStep + j from the block's start. float and double gradients are summed in dx itself, half
+// ones in a float buffer [in_plane, width], then rounded once.
+template <bool ChannelsLast, typename scalar_t>
+void backward_kernel(const scalar_t* grad, const uint8_t* argmax, scalar_t* dx, const MaxPoolShape& s) {
   using U = at::opmath_type<scalar_t>;
   constexpr bool in_place = std::is_same_v<U, scalar_t>;
+  const int64_t block = ChannelsLast ? kChannelBlock : 1, step = ChannelsLast ? s.c : 1;
+  const int64_t blocks = (s.c + block - 1) / block;
   const int64_t in_plane = s.in_plane(), out_plane = s.out_plane();
   const TapOffsets taps(s);
-  at::parallel_for(0, s.n * s.c, grain(in_plane + out_plane), [&](int64_t begin, int64_t end) {
-    std::vector<U> buffer(in_place ? 0 : in_plane);
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const scalar_t* g = grad + plane * out_plane;
-      const uint8_t* a = argmax + plane * out_plane;
-      U* sums = in_place ? reinterpret_cast<U*>(dx + plane * in_plane) : buffer.data();
-      std::fill(sums, sums + in_plane, U(0));
-      for_each_output(s, [&](int64_t o, int64_t origin) {
-        const int64_t i = origin + taps[a[o]];
-        if (i >= 0 && i < in_plane) sums[i] += static_cast<U>(g[o]);
-      });
-      if constexpr (!in_place) {
-        for (int64_t i = 0; i < in_plane; ++i) dx[plane * in_plane + i] = static_cast<scalar_t>(sums[i]);
-      }
-    }
-  });
-}
-
-// Channels last: a task is a block of kChannelBlock channels of one sample, done as the planar
-// backward does a plane, each output position adding a row of the block.
-template <typename scalar_t>
-void backward_channels_last(const scalar_t* grad, const uint8_t* argmax, scalar_t* dx, const MaxPoolShape& s) {
-  using U = at::opmath_type<scalar_t>;
-  const int64_t blocks = (s.c + kChannelBlock - 1) / kChannelBlock;
-  const int64_t in_plane = s.in_plane(), out_plane = s.out_plane();
-  const TapOffsets taps(s);
-  constexpr bool in_place = std::is_same_v<U, scalar_t>;
-  at::parallel_for(0, s.n * blocks, grain(kChannelBlock * (in_plane + out_plane)), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.n * blocks, grain(block * (in_plane + out_plane)), [&](int64_t begin, int64_t end) {
     std::vector<U> buffer;
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t n = u / blocks, c0 = u % blocks * kChannelBlock, width = std::min(kChannelBlock, s.c - c0);
-      const scalar_t* g = grad + n * out_plane * s.c + c0;
-      const uint8_t* a = argmax + n * out_plane * s.c + c0;
-      scalar_t* out = dx + n * in_plane * s.c + c0;
-      // sums[i * row + j]: the block in dx itself (rows of s.c), or a buffer of rows of width
+      const int64_t n = u / blocks, c0 = u % blocks * block;
+      const int64_t width = ChannelsLast ? std::min(block, s.c - c0) : 1;
+      const scalar_t* g = grad + max_pool_offset(s, s.out, n, c0, 0, 0, 0);
+      const uint8_t* a = argmax + max_pool_offset(s, s.out, n, c0, 0, 0, 0);
+      scalar_t* out = dx + max_pool_offset(s, s.in, n, c0, 0, 0, 0);
+      // sums[i * row + j]: the block in dx itself, or a buffer of rows of width
       U* sums;
       int64_t row;
       if constexpr (in_place) {
         sums = out;
-        row = s.c;
+        row = step;
       } else {
         buffer.resize(in_plane * width);
         sums = buffer.data();
         row = width;
       }
-      for (int64_t i = 0; i < in_plane; ++i) std::fill(sums + i * row, sums + i * row + width, U(0));
+      if (row == width) {  // one contiguous run: planar, or all channels in one block
+        std::fill(sums, sums + in_plane * width, U(0));
+      } else {
+        for (int64_t i = 0; i < in_plane; ++i) std::fill(sums + i * row, sums + i * row + width, U(0));
+      }
       for_each_output(s, [&](int64_t o, int64_t origin) {
         for (int64_t j = 0; j < width; ++j) {
-          const int64_t i = origin + taps[a[o * s.c + j]];
-          if (i >= 0 && i < in_plane) sums[i * row + j] += static_cast<U>(g[o * s.c + j]);
+          const int64_t i = origin + taps[a[o * step + j]];
+          if (i >= 0 && i < in_plane) sums[i * row + j] += static_cast<U>(g[o * step + j]);
         }
       });
       if constexpr (!in_place) {
         for (int64_t i = 0; i < in_plane; ++i) {
-          for (int64_t j = 0; j < width; ++j) out[i * s.c + j] = static_cast<scalar_t>(sums[i * width + j]);
+          for (int64_t j = 0; j < width; ++j) out[i * step + j] = static_cast<scalar_t>(sums[i * width + j]);
         }
       }
     }
@@ -273,9 +255,9 @@ void backward(at::ScalarType dtype, const void* grad, const uint8_t* argmax, voi
     const auto* g = static_cast<const scalar_t*>(grad);
     auto* d = static_cast<scalar_t*>(dx);
     if (s.channels_last) {
-      backward_channels_last(g, argmax, d, s);
+      backward_kernel<true>(g, argmax, d, s);
     } else {
-      backward_planar(g, argmax, d, s);
+      backward_kernel<false>(g, argmax, d, s);
     }
   });
 }

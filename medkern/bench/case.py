@@ -109,10 +109,12 @@ class Case:
         return contenders, skipped
 
 
-def share_parameters(source: torch.nn.Module, target: torch.nn.Module) -> None:
-    """Puts source's Parameter objects into target at the same state_dict paths, so a case's twin
-    models (torch and medkern) differentiate the same inputs."""
+def share_parameters(source: torch.nn.Module, target: torch.nn.Module, names: Optional[set] = None) -> None:
+    """Puts source's Parameter objects into target at the same state_dict paths (only those in
+    ``names`` if given), so a case's twin models (torch and medkern) differentiate the same inputs."""
     for name, param in source.named_parameters():
+        if names is not None and name not in names:
+            continue
         owner, _, attr = name.rpartition(".")
         target.get_submodule(owner)._parameters[attr] = param
 

@@ -1,9 +1,9 @@
 """The convolution-only twin of a model: a step of it times the convolutions and little else.
 
 Every normalization, activation and dropout module becomes ``nn.Identity`` and every max or
-average pool a strided slice (a view: no work), so the twin runs the same convolutions on
-tensors of the same shapes as the model, and of the rest only what remains in ``forward`` itself
-(residual additions, concatenations, the classifier). A training step of the twin is a floor for
+average pool a strided slice (a view; StridedSlice says what it still costs), so the twin runs
+the same convolutions on tensors of the same shapes as the model, and of the rest only what
+remains in ``forward`` itself (residual additions, concatenations, the classifier). A training step of the twin is a floor for
 the model's step that fusion around the library convolution cannot go below, measured without a
 profiler (``python -m medkern.bench.ceiling`` reports it as the direct ceiling).
 """
@@ -15,6 +15,7 @@ import copy
 import torch
 from torch import nn
 
+from .case import share_parameters
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 POOLS = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)
@@ -68,10 +69,5 @@ def conv_only_twin(model: nn.Module) -> nn.Module:
             replacement = _stand_in(child)
             if replacement is not None:
                 setattr(parent, name, replacement)
-    kept = {name for name, _ in twin.named_parameters()}
-    for name, param in model.named_parameters():
-        if name in kept:
-            owner, _, attr = name.rpartition(".")
-            twin.get_submodule(owner)._parameters[attr] = param
+    share_parameters(model, twin, names={name for name, _ in twin.named_parameters()})
     return twin
-

@@ -1,7 +1,7 @@
 """medkern.ops.max_pool: max pooling over 1 to 3 spatial dims, as torch's max_pool{1,2,3}d.
 
 The kernels keep, for backward, the window position of each output's value in one byte
-("argmax", csrc/common/max_pool.h) where torch keeps an int64 index: 1/8 of torch's saved bytes.
+("argmax", csrc/common/max_pool.h) where torch keeps an int64 index (and, for NCHW, x).
 On CPU they also run NCHW tensors several times faster than torch's NCHW kernel.
 
 The backend picks the implementation: ``medkern::max_pool`` (CPU and CUDA kernels), the Triton op
@@ -48,6 +48,11 @@ def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int
     return out
 
 
+def output_sizes(spatial, kernel_size, stride, padding, dilation, ceil_mode: bool) -> list[int]:
+    """``output_size`` along every spatial dim."""
+    return [output_size(*args, ceil_mode) for args in zip(spatial, kernel_size, stride, padding, dilation)]
+
+
 def _pool_parameters(op: str, dims: int, kernel_size, stride, padding, dilation):
     """(kernel_size, stride, padding, dilation) as tuples of ``dims`` ints, checked as torch checks them."""
     kernel_size = _per_axis(op, "kernel_size", kernel_size, dims, 1)
@@ -72,8 +77,7 @@ def check_args(x, kernel_size, stride, padding, dilation, ceil_mode, op: str = O
         raise TypeError(f"{op}: ceil_mode must be a bool, got {ceil_mode!r}")
     if any(size == 0 for size in x.shape[1:]):
         raise ValueError(f"{op}: x may be empty only along dim 0 (the batch), got shape {tuple(x.shape)}")
-    sizes = [output_size(*args, ceil_mode) for args in zip(x.shape[2:], kernel_size, stride, padding, dilation)]
-    if min(sizes) < 1:
+    if min(output_sizes(x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)) < 1:
         raise ValueError(f"{op}: the output would be empty: input spatial size {tuple(x.shape[2:])} is too small "
                          f"for kernel_size {kernel_size}, padding {padding} and dilation {dilation}")
     return kernel_size, stride, padding, dilation
@@ -105,7 +109,8 @@ def check_backward_args(grad, argmax, input_size, kernel_size, stride, padding, 
     return parameters
 
 
-def _kernel_ops(chosen: str):
+def kernel_op(chosen: str):
+    """The forward op of a kernel backend ("cpu", "cuda" or "triton")."""
     if chosen == "triton":
         from ..triton import max_pool as triton_max_pool
 
@@ -119,7 +124,7 @@ def _run(x, kernel_size, stride, padding, dilation, ceil_mode, with_indices: boo
     if chosen == "reference" or math.prod(kernel_size) > WINDOW_LIMIT:
         return reference.max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, with_indices)
     backend.check_traceable(OP, chosen, x.device)
-    y, argmax = _kernel_ops(chosen)(x, kernel_size, stride, padding, dilation, ceil_mode)
+    y, argmax = kernel_op(chosen)(x, kernel_size, stride, padding, dilation, ceil_mode)
     if not with_indices:
         return y
     return y, reference.plane_indices(argmax, x.shape[2:], kernel_size, stride, padding, dilation)
@@ -133,7 +138,7 @@ def max_pool(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, c
         x: (N, C, *spatial) float32/float64/float16/bfloat16, contiguous or channels-last (others
             are copied once); the output has x's layout.
         kernel_size, stride, padding, dilation: an int or one per spatial dim; stride defaults to
-            kernel_size; padding at most half the dilated kernel size.
+            kernel_size; padding at most half the kernel size.
         ceil_mode: round the output size up, as torch does.
     """
     return _run(x, kernel_size, stride, padding, dilation, ceil_mode, False)
@@ -162,7 +167,7 @@ def _empty(n, c, spatial, rows: bool, like: torch.Tensor, dtype: Optional[torch.
 
 def empty_outputs(x, kernel_size, stride, padding, dilation, ceil_mode):
     """(y, argmax) as the kernels allocate them: x's layout if channels-last, else contiguous."""
-    sizes = [output_size(*args, ceil_mode) for args in zip(x.shape[2:], kernel_size, stride, padding, dilation)]
+    sizes = output_sizes(x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
     rows = channels_last(x)
     n, c = x.shape[:2]
     return _empty(n, c, sizes, rows, x), _empty(n, c, sizes, rows, x, torch.uint8)

@@ -16,7 +16,8 @@ In its graph, a chain of calls where each output feeds only the next call is a p
 skipped). The module's forward is replaced by the rewritten graph, which calls a medkern block
 sharing the original conv/norm modules: no parameter, buffer or key of the model changes, so
 checkpoints load both ways. nn.LSTM/GRU/RNN and nn.MaxPool1d/2d/3d become their medkern.nn
-subclasses, which only replace forward. A module fx cannot trace keeps its forward; its children are still visited.
+subclasses, which only replace forward, and F.max_pool*d calls medkern.nn's functions. A module
+fx cannot trace keeps its forward; its children are still visited.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import torch
 
 from .. import ops, tolerances
 from .. import backend as backend_module
+from ..ops.max_pool import check_args, kernel_op
 from ..reference.max_pool import max_pool_with_argmax
 from .bias_act import Layout
 from .judging import Judge, seeded_noise
@@ -58,9 +59,9 @@ def make_inputs(case: Case, dtype, device, scale: float = 2.0) -> torch.Tensor:
 
 
 def run(backend: str, case: Case, x, order: int = 2, seed: int = 1, noise_dtype=None):
-    """(y, argmax, gx, ggrad): max_pool under ``backend``, the window positions of its values, its
-    gradient for a random upstream g, and the gradient of <gx, h> w.r.t. g for a random h (the
-    gradient is linear in g and locally constant in x). Inputs are detached copies."""
+    """(y, gx, ggrad): max_pool under ``backend``, its gradient for a random upstream g, and the
+    gradient of <gx, h> w.r.t. g for a random h (the gradient is linear in g and locally constant
+    in x). Inputs are detached copies; ``argmax`` gives the window positions."""
     noise = seeded_noise(seed, noise_dtype)
 
     x = x.detach().clone().requires_grad_()
@@ -82,15 +83,7 @@ def oracle(case: Case, x, order: int = 2, seed: int = 1):
 
 def argmax(backend: str, case: Case, x) -> torch.Tensor:
     """The window positions the kernel op of ``backend`` returns."""
-    if backend == "triton":
-        from ..triton.max_pool import forward_op
-
-        op = forward_op()
-    else:
-        op = torch.ops.medkern.max_pool.default
-    from ..ops.max_pool import check_args
-
-    return op(x, *check_args(x, *case.args), case.ceil_mode)[1]
+    return kernel_op(backend)(x, *check_args(x, *case.args), case.ceil_mode)[1]
 
 
 def oracle_argmax(case: Case, x) -> torch.Tensor:

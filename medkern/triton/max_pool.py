@@ -142,8 +142,12 @@ def _geometry(input_spatial, output_spatial, kernel_size, stride, padding, dilat
     """The runtime ints and the window constexprs of both kernels."""
     runtime = (*_three(input_spatial, 1), *_three(output_spatial, 1), *_three(stride, 1), *_three(padding, 0),
                *_three(dilation, 1))
-    kernel = _three(kernel_size, 1)
-    return runtime, dict(K0=kernel[0], K1=kernel[1], K2=kernel[2])
+    return runtime, _window(kernel_size)
+
+
+def _window(kernel_size) -> dict:
+    """The window's constexprs K0, K1, K2 (D, H, W)."""
+    return dict(zip(("K0", "K1", "K2"), _three(kernel_size, 1)))
 
 
 def _launch(kernel, tensors, total, channels, runtime, constexprs, device):
@@ -205,8 +209,7 @@ def aot_variants():
     pools.append(((2, 2, 2), (2, 2, 2), torch.float32, False))
     for kernel_size, stride, dtype, channels_last in pools:
         ptr = pointer[dtype]
-        base = dict(K0=_three(kernel_size, 1)[0], K1=_three(kernel_size, 1)[1], K2=_three(kernel_size, 1)[2],
-                    CHANNELS_LAST=channels_last, FP64=dtype == torch.float64, BLOCK=BLOCK)
+        base = dict(_window(kernel_size), CHANNELS_LAST=channels_last, FP64=dtype == torch.float64, BLOCK=BLOCK)
         tag = f"{'x'.join(map(str, kernel_size))},{ptr[1:]},channels_last={channels_last}"
         forward_sig = {"x_ptr": ptr, "y_ptr": ptr, "argmax_ptr": "*u8", **{k: "i64" for k in ints},
                        **{k: "constexpr" for k in base}}
