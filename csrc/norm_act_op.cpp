@@ -1,13 +1,16 @@
 // medkern::norm_act and medkern::norm_act_backward, device-independent part: argument checks,
-// the memory layout the kernels walk, combining the kernels' partial sums into statistics, and
-// folding statistics, affine parameters and gradient sums into per-(n, c) coefficient tables
-// (csrc/common/norm_act.h). These are small tensors, handled by ATen in float64; the kernels do
-// the passes over the data.
+// the memory layout the kernels walk, allocation, and the order of the device's steps: the
+// streaming kernels over the data and the table steps between them, which fold statistics,
+// affine parameters and gradient sums into per-(n, c) coefficients (csrc/common/norm_act.h,
+// csrc/common/norm_act_tables.h). A call thus costs a few allocations besides the kernels, not
+// dozens of small tensor ops.
 
 #include "norm_act_op.h"
 
+#include <array>
 #include <cmath>
 #include <string>
+#include <tuple>
 
 #include "common/checks.h"
 #include "common/layout.h"
@@ -31,13 +34,30 @@ struct Setup {
   NormShape shape;
 };
 
+// Whether x is dense with channels innermost, then the other dims in order (channels_last-like,
+// as x.movedim(1, -1).is_contiguous() but without making a view).
+bool channels_innermost(const at::Tensor& x) {
+  if (x.numel() == 0) return true;
+  int64_t expected = 1;
+  auto next = [&](int64_t d) {
+    if (x.size(d) != 1 && x.stride(d) != expected) return false;
+    expected *= x.size(d);
+    return true;
+  };
+  if (!next(1)) return false;
+  for (int64_t d = x.dim() - 1; d >= 2; --d) {
+    if (!next(d)) return false;
+  }
+  return next(0);
+}
+
 // `x` in the layout the kernels will walk (itself when it is contiguous or channels_last-like,
 // else a contiguous copy), and its NormShape.
 std::pair<at::Tensor, NormShape> arrange(const at::Tensor& x) {
   const int64_t n = x.size(0), c = x.size(1);
   const int64_t s = n * c == 0 ? 0 : x.numel() / (n * c);
   const bool planar = x.is_contiguous();
-  const bool rows = x.movedim(1, -1).is_contiguous();
+  const bool rows = channels_innermost(x);
   at::Tensor arranged = x;
   bool interleaved = rows && (!planar || s == 1);
   if (!planar && !rows) {
@@ -79,80 +99,176 @@ Setup check_args(const char* op, const at::Tensor& x, c10::string_view kind, con
   return {k, parse_act(op, act), groups, NormShape{}};
 }
 
-at::ScalarType opmath_dtype(const at::Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+// A per-channel vector in the op-math type, contiguous: itself when it is already (no copy).
+at::Tensor as_opmath(const at::Tensor& t, at::ScalarType acc) {
+  return (t.scalar_type() == acc ? t : t.to(acc)).contiguous();
 }
 
-at::Tensor as_double(const std::optional<at::Tensor>& t, int64_t c, double fill, const at::Tensor& x) {
-  if (t.has_value()) return t->to(at::kDouble);
-  return at::full({c}, fill, x.options().dtype(at::kDouble));
+at::Tensor as_opmath(const std::optional<at::Tensor>& t, at::ScalarType acc) {
+  return t.has_value() ? as_opmath(*t, acc) : at::Tensor();
 }
 
-// [N, C] values reduced over each statistics group: [C] (batch), [N * C] (instance),
-// [N * G] (group).
-at::Tensor sum_per_group(const at::Tensor& nc, const Setup& s) {
-  switch (s.kind) {
-    case NormKind::kBatch:
-      return nc.sum(0);
-    case NormKind::kInstance:
-      return nc.reshape({-1});
-    default:
-      return nc.reshape({s.shape.n, s.groups, s.shape.c / s.groups}).sum(2).reshape({-1});
+template <typename U>
+U* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<U>() : nullptr;
+}
+
+// The view's fields every step reads: shape, statistics groups, eps, the affine parameters.
+template <typename U>
+NormTableView<U> table_view(const Setup& s, double eps, const at::Tensor& gamma, const at::Tensor& beta) {
+  NormTableView<U> v{};
+  v.shape = s.shape;
+  v.kind = s.kind;
+  v.groups = s.groups;
+  v.eps = eps;
+  v.gamma = data_or_null<U>(gamma);
+  v.beta = data_or_null<U>(beta);
+  return v;
+}
+
+// One allocation of the op-math type handed out as consecutive tables.
+template <typename U>
+class Tables {
+ public:
+  Tables(int64_t total, const at::TensorOptions& opts) : storage_(at::empty({total}, opts)) {}
+  U* take(int64_t count) {
+    U* p = storage_.data_ptr<U>() + used_;
+    used_ += count;
+    TORCH_INTERNAL_ASSERT(used_ <= storage_.numel());
+    return p;
   }
+
+ private:
+  at::Tensor storage_;
+  int64_t used_ = 0;
+};
+
+template <typename U>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const at::Tensor& x, const Setup& s,
+                                                            const std::optional<at::Tensor>& weight,
+                                                            const std::optional<at::Tensor>& bias,
+                                                            const std::optional<at::Tensor>& running_mean,
+                                                            const std::optional<at::Tensor>& running_var,
+                                                            bool batch_stats, double eps, double alpha,
+                                                            const NormActKernels& kernels) {
+  const at::ScalarType acc = c10::CppTypeToScalarType<U>::value;
+  const auto opts = x.options().dtype(acc);
+  const NormShape& shape = s.shape;
+  const at::Tensor gamma = as_opmath(weight, acc), beta = as_opmath(bias, acc);
+  NormTableView<U> v = table_view<U>(s, eps, gamma, beta);
+
+  v.per_channel = !batch_stats;
+  const int64_t groups = v.group_total(), planes = shape.n * shape.c, partials = planes * shape.segments();
+  Tables<U> tables((batch_stats ? 2 * partials : 0) + 2 * planes, opts);
+  Tables<double> exact(groups, x.options().dtype(at::kDouble));
+  at::Tensor mean, var;  // per statistics group (batch statistics) or per channel (running)
+  if (batch_stats) {
+    U* part_mean = tables.take(partials);
+    U* part_m2 = tables.take(partials);
+    if (x.numel() > 0) kernels.moments(x.scalar_type(), x.const_data_ptr(), shape, part_mean, part_m2);
+    v.part_a = part_mean;
+    v.part_b = part_m2;
+    mean = at::empty({groups}, opts);
+    var = at::empty({groups}, opts);
+  } else {
+    // copies: outputs must not alias inputs (a later training step updates the running
+    // statistics in place, and backward still needs these)
+    mean = running_mean->to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
+    var = running_var->to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  }
+  v.mean = mean.data_ptr<U>();
+  v.var = var.data_ptr<U>();
+  if (batch_stats) run_table_step(kernels, NormTableStep::kStatistics, v);
+
+  at::Tensor y = at::empty_like(x);
+  if (x.numel() > 0) {
+    v.rstd = exact.take(groups);
+    v.scale = tables.take(planes);
+    v.shift = tables.take(planes);
+    run_table_step(kernels, NormTableStep::kInvStd, v);
+    run_table_step(kernels, NormTableStep::kForward, v);
+    kernels.forward(x.scalar_type(), s.act, alpha, x.const_data_ptr(), v.scale, v.shift, shape, y.mutable_data_ptr());
+  }
+  return {y, mean, var};
 }
 
-// Per-group values back to [N, C]; `per_channel` values ([C], running statistics) likewise.
-at::Tensor per_sample_channel(const at::Tensor& g, const Setup& s, bool per_channel) {
-  const int64_t n = s.shape.n, c = s.shape.c;
-  if (per_channel || s.kind == NormKind::kBatch) return g.reshape({1, c}).expand({n, c});
-  if (s.kind == NormKind::kInstance) return g.reshape({n, c});
-  return g.reshape({n, s.groups, 1}).expand({n, s.groups, c / s.groups}).reshape({n, c});
-}
+template <typename U>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g, const at::Tensor& saved,
+                                                             bool saved_is_output, const at::Tensor& mean_in,
+                                                             const at::Tensor& var_in, const Setup& s,
+                                                             const std::optional<at::Tensor>& weight,
+                                                             const std::optional<at::Tensor>& bias, bool batch_stats,
+                                                             double eps, double alpha,
+                                                             std::array<bool, 3> output_mask,
+                                                             const NormActKernels& kernels) {
+  const at::ScalarType acc = c10::CppTypeToScalarType<U>::value;
+  const auto opts = saved.options().dtype(acc);
+  const NormShape& shape = s.shape;
+  const int64_t c = shape.c;
+  const at::Tensor gamma = as_opmath(weight, acc), beta = as_opmath(bias, acc);
+  const at::Tensor mean = as_opmath(mean_in, acc), var = as_opmath(var_in, acc);
+  NormTableView<U> v = table_view<U>(s, eps, gamma, beta);
+  v.per_channel = !batch_stats;
+  v.from_output = saved_is_output;
+  v.mean = mean.data_ptr<U>();
+  v.var = var.data_ptr<U>();
 
-// Statistics groups in all.
-int64_t group_total(const Setup& s) {
-  if (s.kind == NormKind::kBatch) return s.shape.c;
-  return s.shape.n * (s.kind == NormKind::kInstance ? s.shape.c : s.groups);
-}
+  const bool want_weight = output_mask[1] && weight.has_value();
+  const bool want_bias = output_mask[2] && bias.has_value();
+  // distinct tensors even when both are empty: outputs must not alias
+  at::Tensor dweight = at::empty({0}, saved.options()), dbias = at::empty({0}, saved.options());
+  if (saved.numel() == 0) {
+    if (want_weight) dweight = at::zeros({c}, weight->options());
+    if (want_bias) dbias = at::zeros({c}, bias->options());
+    return {output_mask[0] ? at::empty_like(saved) : at::empty({0}, saved.options()), dweight, dbias};
+  }
 
-// Elements per statistics group.
-int64_t group_count(const Setup& s) {
-  const int64_t per_channel = s.shape.s * (s.kind == NormKind::kBatch ? s.shape.n : 1);
-  return per_channel * (s.kind == NormKind::kGroup ? s.shape.c / s.groups : 1);
-}
+  const bool want_sums = batch_stats || want_weight || want_bias;
+  const int64_t groups = v.group_total(), planes = shape.n * c, partials = planes * shape.segments();
+  Tables<U> tables(6 * planes + (want_sums ? 2 * partials : 0), opts);
+  Tables<double> exact(3 * groups, saved.options().dtype(at::kDouble));
+  v.rstd = exact.take(groups);
+  v.group_dxhat = exact.take(groups);
+  v.group_dxhat_xhat = exact.take(groups);
+  v.scale = tables.take(planes);
+  v.shift = tables.take(planes);
+  v.xs = tables.take(planes);
+  v.xo = tables.take(planes);
+  v.k2 = tables.take(planes);
+  v.k3 = tables.take(planes);
+  run_table_step(kernels, NormTableStep::kInvStd, v);
+  run_table_step(kernels, NormTableStep::kGrad, v);
+  const NormGradTables<void> grad_tables{v.xs, v.xo, v.scale, v.shift, /*k1=*/v.scale, v.k2, v.k3};
 
-// Positions in each segment, [K] float64.
-at::Tensor segment_counts(const NormShape& shape, const at::Tensor& like) {
-  const int64_t k = shape.segments();
-  at::Tensor counts = at::full({k}, static_cast<double>(shape.segment), like.options().dtype(at::kDouble));
-  if (k > 0) counts[k - 1] = static_cast<double>(shape.s - (k - 1) * shape.segment);
-  return counts;
-}
+  if (want_sums) {
+    U* sum_dpre = tables.take(partials);
+    U* sum_dpre_xhat = tables.take(partials);
+    kernels.grad_sums(saved.scalar_type(), s.act, alpha, saved_is_output, g.const_data_ptr(), saved.const_data_ptr(),
+                      grad_tables, shape, sum_dpre, sum_dpre_xhat);
+    v.part_a = sum_dpre;
+    v.part_b = sum_dpre_xhat;
+    if (want_weight || want_bias) {
+      const at::Tensor dgamma = want_weight ? at::empty({c}, opts) : at::Tensor();
+      const at::Tensor dbeta = want_bias ? at::empty({c}, opts) : at::Tensor();
+      v.dgamma = data_or_null<U>(dgamma);
+      v.dbeta = data_or_null<U>(dbeta);
+      run_table_step(kernels, NormTableStep::kGradParameters, v);
+      if (want_weight) dweight = dgamma.to(weight->scalar_type());
+      if (want_bias) dbias = dbeta.to(bias->scalar_type());
+    }
+    if (batch_stats) {
+      run_table_step(kernels, NormTableStep::kGradGroups, v);
+      run_table_step(kernels, NormTableStep::kGradFinish, v);
+    }
+  }
 
-// [N, C, K] per-segment values summed over the segments: [N, C]. ATen reduces a short innermost
-// dim one (n, c) row at a time, which costs more than the kernels for small planes with many
-// channels (channels_last, K >= 2); with the segments outermost it adds whole rows.
-at::Tensor sum_segments(const at::Tensor& partials) {
-  if (partials.size(2) == 1) return partials.squeeze(2);
-  return partials.permute({2, 0, 1}).contiguous().sum(0);
-}
-
-// Mean and biased variance per statistics group from per-segment means and squared deviations
-// ([N, C, K]), combined exactly (Chan et al.) in float64.
-std::pair<at::Tensor, at::Tensor> combine_moments(const at::Tensor& mean_p, const at::Tensor& m2_p, const Setup& s,
-                                                  const at::Tensor& x) {
-  const at::Tensor counts = segment_counts(s.shape, x).reshape({1, 1, -1});
-  const at::Tensor m = mean_p.to(at::kDouble), m2 = m2_p.to(at::kDouble);
-  const double total = static_cast<double>(group_count(s));
-  const at::Tensor sum_nc = sum_segments(m * counts);
-  const at::Tensor group_mean = sum_per_group(sum_nc, s) / total;
-  const at::Tensor spread = per_sample_channel(group_mean, s, false).unsqueeze(2);
-  const at::Tensor m2_nc = sum_segments(m2) + sum_segments(counts * (m - spread).square());
-  return {group_mean, sum_per_group(m2_nc, s) / total};
-}
-
-at::Tensor table(const at::Tensor& nc, const at::Tensor& x) {
-  return nc.to(opmath_dtype(x)).contiguous();
+  at::Tensor dx = at::empty({0}, saved.options());
+  if (output_mask[0]) {
+    dx = at::empty_like(saved);
+    kernels.grad_input(saved.scalar_type(), s.act, alpha, saved_is_output, g.const_data_ptr(), saved.const_data_ptr(),
+                       grad_tables, shape, dx.mutable_data_ptr());
+  }
+  return {dx, dweight, dbias};
 }
 
 }  // namespace
@@ -174,39 +290,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_forward(
   check_channel_vector(op, "running_var", running_var, x_in);
   auto [x, shape] = arrange(x_in);
   s.shape = shape;
-  const int64_t n = shape.n, c = shape.c;
-
-  at::Tensor mean, var;  // per group (batch statistics) or per channel (running), float64
-  if (batch_stats) {
-    const at::ScalarType acc = opmath_dtype(x);
-    at::Tensor mean_p = at::empty({n, c, shape.segments()}, x.options().dtype(acc));
-    at::Tensor m2_p = at::empty_like(mean_p);
-    if (x.numel() > 0) kernels.moments(x.scalar_type(), x.const_data_ptr(), shape, mean_p.mutable_data_ptr(), m2_p.mutable_data_ptr());
-    std::tie(mean, var) = combine_moments(mean_p, m2_p, s, x);
-  } else {
-    // copies, also for float64: outputs must not alias inputs (a later training step updates
-    // the running statistics in place, and backward still needs these)
-    mean = running_mean->to(at::kDouble, /*non_blocking=*/false, /*copy=*/true);
-    var = running_var->to(at::kDouble, /*non_blocking=*/false, /*copy=*/true);
+  if (x.scalar_type() == at::kDouble) {
+    return forward_impl<double>(x, s, weight, bias, running_mean, running_var, batch_stats, eps, alpha, kernels);
   }
-  const at::Tensor rstd = (var + eps).rsqrt();
-  const at::Tensor gamma = as_double(weight, c, 1.0, x), beta = as_double(bias, c, 0.0, x);
-  const at::Tensor scale = per_sample_channel(rstd, s, !batch_stats) * gamma;
-  const at::Tensor shift = beta - per_sample_channel(mean, s, !batch_stats) * scale;
-
-  at::Tensor y = at::empty_like(x);
-  if (x.numel() > 0) {
-    const at::Tensor scale_t = table(scale, x), shift_t = table(shift, x);
-    kernels.forward(x.scalar_type(), s.act, alpha, x.const_data_ptr(), scale_t.const_data_ptr(),
-                    shift_t.const_data_ptr(), shape, y.mutable_data_ptr());
-  }
-  const at::ScalarType acc = opmath_dtype(x);
-  return {y, mean.to(acc), var.to(acc)};
+  return forward_impl<float>(x, s, weight, bias, running_mean, running_var, batch_stats, eps, alpha, kernels);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_backward(
-    const at::Tensor& grad, const at::Tensor& saved_in, bool saved_is_output, const at::Tensor& mean_in,
-    const at::Tensor& var_in, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    const at::Tensor& grad, const at::Tensor& saved_in, bool saved_is_output, const at::Tensor& mean,
+    const at::Tensor& var, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
     c10::string_view kind, bool batch_stats, double eps, c10::string_view act, double alpha, int64_t num_groups,
     std::array<bool, 3> output_mask, const NormActKernels& kernels) {
   const char* op = "medkern::norm_act_backward";
@@ -219,74 +311,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_backward(
   check_same_shape(op, "grad", grad, saved_in);
   auto [saved, shape] = arrange(saved_in);
   s.shape = shape;
-  const int64_t n = shape.n, c = shape.c;
-  const int64_t expected_stats = batch_stats ? group_total(s) : c;
-  for (const auto& [arg, t] : {std::pair{"mean", &mean_in}, std::pair{"var", &var_in}}) {
+  const int64_t expected_stats = batch_stats ? norm_group_total(s.kind, shape, s.groups) : shape.c;
+  for (const auto& [arg, t] : {std::pair{"mean", &mean}, std::pair{"var", &var}}) {
     check_same_device(op, arg, *t, saved_in);
+    check_floating(op, arg, *t);
     TORCH_CHECK_VALUE(t->dim() == 1 && t->numel() == expected_stats, op, ": ", arg, " must be 1-d with ",
                       expected_stats, " elements (one per statistics group), got shape ", t->sizes());
   }
   const at::Tensor g = with_layout_of(grad, saved);
-
-  const at::Tensor mean = mean_in.to(at::kDouble), var = var_in.to(at::kDouble);
-  const at::Tensor rstd = (var + eps).rsqrt();
-  const at::Tensor gamma = as_double(weight, c, 1.0, saved), beta = as_double(bias, c, 0.0, saved);
-  const at::Tensor rstd_nc = per_sample_channel(rstd, s, !batch_stats);
-  const at::Tensor mean_nc = per_sample_channel(mean, s, !batch_stats);
-  const at::Tensor scale = rstd_nc * gamma, shift = beta - mean_nc * scale;
-  at::Tensor xs, xo;
-  if (saved_is_output) {
-    xs = (1.0 / gamma).expand({n, c});
-    xo = (-beta / gamma).expand({n, c});
-  } else {
-    xs = rstd_nc;
-    xo = -mean_nc * rstd_nc;
+  if (saved.scalar_type() == at::kDouble) {
+    return backward_impl<double>(g, saved, saved_is_output, mean, var, s, weight, bias, batch_stats, eps, alpha,
+                                 output_mask, kernels);
   }
-
-  const bool want_weight = output_mask[1] && weight.has_value();
-  const bool want_bias = output_mask[2] && bias.has_value();
-  at::Tensor k2 = at::zeros({n, c}, saved.options().dtype(at::kDouble)), k3 = k2;
-  // distinct tensors even when both are empty: outputs must not alias
-  at::Tensor dweight = at::empty({0}, saved.options()), dbias = at::empty({0}, saved.options());
-  std::vector<at::Tensor> keep;  // tables alive until the kernels are done
-  auto tables = [&](const at::Tensor& k2t, const at::Tensor& k3t) {
-    keep = {table(xs, saved), table(xo, saved), table(scale, saved), table(shift, saved),
-            table(rstd_nc * gamma, saved), table(k2t, saved), table(k3t, saved)};
-    return NormGradTables<void>{keep[0].const_data_ptr(), keep[1].const_data_ptr(), keep[2].const_data_ptr(),
-                                keep[3].const_data_ptr(), keep[4].const_data_ptr(), keep[5].const_data_ptr(),
-                                keep[6].const_data_ptr()};
-  };
-
-  if (saved.numel() > 0 && (batch_stats || want_weight || want_bias)) {
-    const at::ScalarType acc = opmath_dtype(saved);
-    at::Tensor sum_dpre = at::empty({n, c, shape.segments()}, saved.options().dtype(acc));
-    at::Tensor sum_dpre_xhat = at::empty_like(sum_dpre);
-    kernels.grad_sums(saved.scalar_type(), s.act, alpha, saved_is_output, g.const_data_ptr(), saved.const_data_ptr(),
-                      tables(k2, k3), shape, sum_dpre.mutable_data_ptr(), sum_dpre_xhat.mutable_data_ptr());
-    const at::Tensor a = sum_segments(sum_dpre.to(at::kDouble)), b = sum_segments(sum_dpre_xhat.to(at::kDouble));
-    if (want_weight) dweight = b.sum(0).to(weight->scalar_type());
-    if (want_bias) dbias = a.sum(0).to(bias->scalar_type());
-    if (batch_stats) {
-      const double count = static_cast<double>(group_count(s));
-      const at::Tensor mean_dxhat = per_sample_channel(sum_per_group(a * gamma, s) / count, s, false);
-      const at::Tensor mean_dxhat_xhat = per_sample_channel(sum_per_group(b * gamma, s) / count, s, false);
-      k2 = -rstd_nc * mean_dxhat_xhat;
-      k3 = -rstd_nc * mean_dxhat;
-    }
-  } else if (saved.numel() == 0) {
-    if (want_weight) dweight = at::zeros({c}, weight->options());
-    if (want_bias) dbias = at::zeros({c}, bias->options());
-  }
-
-  at::Tensor dx = at::empty({0}, saved.options());
-  if (output_mask[0]) {
-    dx = at::empty_like(saved);
-    if (saved.numel() > 0) {
-      kernels.grad_input(saved.scalar_type(), s.act, alpha, saved_is_output, g.const_data_ptr(),
-                         saved.const_data_ptr(), tables(k2, k3), shape, dx.mutable_data_ptr());
-    }
-  }
-  return {dx, dweight, dbias};
+  return backward_impl<float>(g, saved, saved_is_output, mean, var, s, weight, bias, batch_stats, eps, alpha,
+                              output_mask, kernels);
 }
 
 }  // namespace medkern

@@ -369,6 +369,33 @@ def test_opcheck(target, case, options, weight, bias, dtype):
         torch.library.opcheck(backward, args if keep else _requiring_grad(args, (0, 1, 5, 6)), test_utils=utils)
 
 
+@pytest.mark.parametrize("target", kernel_targets())
+@pytest.mark.parametrize("kind,training", [("batch", True), ("instance", False), ("group", True)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=_id)  # bfloat16: converted to float first
+def test_ops_read_strided_channel_vectors(target, kind, training, dtype):
+    """Per-channel vectors (weight, bias, running statistics) and the backward's mean and var given as
+    strided views give the ops' results for their contiguous copies."""
+    device, backend = target
+    forward, backward = _op_pair(backend)
+    x = torch.randn(2, 4, 3, 5, device=device).to(dtype=dtype, memory_format=torch.channels_last)
+    every_other = lambda t: torch.stack([t, torch.full_like(t, float("nan"))], 1).flatten()[::2]  # noqa: E731
+    w, b = torch.rand(4, dtype=x.dtype, device=device) + 0.5, torch.randn(4, dtype=x.dtype, device=device)
+    rm, rv = (None, None) if kind == "group" else (torch.randn(4, dtype=x.dtype, device=device),
+                                                   torch.rand(4, dtype=x.dtype, device=device) + 0.5)
+    groups = 2 if kind == "group" else 1
+    options = (training or rm is None, 1e-5, "lrelu", 0.2, groups)
+    strided = [None if t is None else every_other(t) for t in (w, b, rm, rv)]
+    assert not strided[0].is_contiguous()
+    y, mean, var = forward(x, kind, w, b, rm, rv, *options, False)
+    y_s, mean_s, var_s = forward(x, kind, *strided, *options, False)
+    torch.testing.assert_close((y_s, mean_s, var_s), (y, mean, var), rtol=0, atol=0)
+    g, mask = torch.randn_like(x), [True, True, True]
+    grads = backward(g, x, False, mean, var, w, b, kind, *options[:-1], groups, mask)
+    grads_s = backward(g, x, False, every_other(mean), every_other(var), *strided[:2], kind, *options[:-1], groups,
+                       mask)
+    torch.testing.assert_close(grads_s, grads, rtol=0, atol=0)
+
+
 def _requiring_grad(args, positions):
     """args with the tensors at ``positions`` as fresh leaves requiring grad."""
     return tuple(a.detach().clone().requires_grad_() if i in positions and a is not None else a

@@ -1,7 +1,7 @@
 #pragma once
 // norm_act's per-element math, shared by the CPU and CUDA kernels. Everything per channel or
-// per statistics group is folded on the host (csrc/norm_act_op.cpp) into per-(sample, channel)
-// coefficients, so an element needs only its own (n, c) entry of each table:
+// per statistics group is folded beforehand (csrc/common/norm_act_tables.h) into per-(sample,
+// channel) coefficients, so an element needs only its own (n, c) entry of each table:
 //
 //   forward:   y = act(x * scale + shift)             scale = rstd * gamma,  shift = beta - mean * scale
 //   backward:  xhat = u * xs + xo                     u = x (xs = rstd, xo = -mean * rstd), or

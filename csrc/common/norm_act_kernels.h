@@ -1,12 +1,14 @@
 #pragma once
-// The four streaming kernels a device provides for medkern::norm_act (csrc/norm_act_op.cpp
-// does the rest: checks, layout, combining partial statistics, the per-(n, c) tables). Plain
-// pointers only, so the CPU's per-capability objects share no at::Tensor code. U below is the
-// op-math type: float for float, half and bfloat16 data; double for double.
+// What a device provides for medkern::norm_act: the four streaming kernels and the table steps
+// (csrc/common/norm_act_tables.h) between them; csrc/norm_act_op.cpp does the rest (checks,
+// layout, allocation, the order of the steps). Plain pointers only, so the CPU's per-capability
+// objects share no at::Tensor code. U below is the op-math type: float for float, half and
+// bfloat16 data; double for double.
 
 #include <c10/core/ScalarType.h>
 
 #include "norm_act.h"
+#include "norm_act_tables.h"
 
 namespace medkern {
 
@@ -23,7 +25,17 @@ struct NormActKernels {
   // dx = k1 * dpre + k2 * xhat + k3.
   void (*grad_input)(at::ScalarType dtype, Act act, double alpha, bool from_output, const void* g, const void* saved,
                      const NormGradTables<void>& tables, const NormShape& shape, void* dx);
+  // Every entry of a table step, for U = float and U = double.
+  void (*tables_float)(NormTableStep step, const NormTableView<float>& view);
+  void (*tables_double)(NormTableStep step, const NormTableView<double>& view);
 };
+
+inline void run_table_step(const NormActKernels& k, NormTableStep step, const NormTableView<float>& view) {
+  k.tables_float(step, view);
+}
+inline void run_table_step(const NormActKernels& k, NormTableStep step, const NormTableView<double>& view) {
+  k.tables_double(step, view);
+}
 
 // The tables as the kernel's U.
 template <typename U>

@@ -5,7 +5,8 @@
 // contiguous run, its coefficients scalars) or one segment of rows of one sample (interleaved
 // layout: each row holds all C channels, its coefficients vectors read from the tables).
 // Reductions write one partial sum per (n, c, segment), so no two tasks share an output and the
-// results do not depend on the number of threads. The math is csrc/common/norm_act.h.
+// results do not depend on the number of threads. The math is csrc/common/norm_act.h and
+// norm_act_tables.h.
 
 #ifndef CPU_CAPABILITY
 #define CPU_CAPABILITY DEFAULT
@@ -309,8 +310,30 @@ void grad_input(at::ScalarType dtype, Act act, double alpha, bool from_output, c
   });
 }
 
+// The tables are small (an entry per statistics group, (n, c) plane or channel): one thread
+// walks them, cheaper than starting a parallel region, unless a reduction step's entries sum
+// many partials (channels_last volumes have thousands of segments per plane).
+template <typename U>
+void tables(NormTableStep step, const NormTableView<U>& view) {
+  if (norm_table_per_plane(step)) {
+    for (int64_t n = 0; n < view.shape.n; ++n) {
+      for (int64_t c = 0; c < view.shape.c; ++c) norm_plane_entry(view, step, n, c);
+    }
+    return;
+  }
+  const int64_t entries = norm_table_entries(view, step);
+  const int64_t partials = view.shape.n * view.shape.c * view.segments();
+  const int64_t per_entry = std::max<int64_t>(1, partials / std::max<int64_t>(1, entries));
+  const int64_t grain = norm_table_reduces(step) ? (int64_t{1} << 16) / per_entry : entries;
+  at::parallel_for(0, entries, std::max<int64_t>(1, grain), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) norm_table_entry(view, step, i);
+  });
+}
+
 }  // namespace
 
-NormActKernels norm_act_kernels() { return {&moments, &forward, &grad_sums, &grad_input}; }
+NormActKernels norm_act_kernels() {
+  return {&moments, &forward, &grad_sums, &grad_input, &tables<float>, &tables<double>};
+}
 
 }  // namespace medkern::cpu::CPU_CAPABILITY

@@ -40,13 +40,22 @@ void store_opmath(const U* src, scalar_t* dst, int64_t n) {
   if constexpr (!std::is_same_v<U, scalar_t>) at::vec::convert(src, dst, n);
 }
 
+// The sum of v's lanes, added pairwise (a tree of depth log2(lanes): a chain of scalar adds
+// would cost a latency per lane, which dominates reductions over short runs). ATen shuffles
+// float vectors in registers; other types take the tree through memory.
 template <typename U>
 U sum_lanes(const Vec<U>& v) {
-  U lanes[Vec<U>::size()];
-  v.store(lanes);
-  U total(0);
-  for (int64_t i = 0; i < Vec<U>::size(); ++i) total += lanes[i];
-  return total;
+  if constexpr (std::is_same_v<U, float>) {
+    return at::vec::vec_reduce_all<U>([](const Vec<U>& a, const Vec<U>& b) { return a + b; }, v);
+  } else {
+    constexpr int64_t kLanes = Vec<U>::size();
+    U lanes[kLanes];
+    v.store(lanes);
+    for (int64_t width = kLanes / 2; width > 0; width /= 2) {
+      for (int64_t i = 0; i < width; ++i) lanes[i] += lanes[i + width];
+    }
+    return lanes[0];
+  }
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // CUDA kernels of medkern::norm_act (csrc/common/norm_act_kernels.h): indexing and launch only.
-// The math is csrc/common/norm_act.h, as on the CPU; the host part is csrc/norm_act_op.cpp.
+// The math is csrc/common/norm_act.h and norm_act_tables.h, as on the CPU; the host part is
+// csrc/norm_act_op.cpp.
 //
 // Reductions run one thread block per segment (the same split as the CPU kernels, so each
 // partial sum covers the same elements): planar, the block sums one contiguous run; interleaved,
@@ -256,7 +257,45 @@ void grad_input(at::ScalarType dtype, Act act, double alpha, bool from_output, c
   });
 }
 
-const NormActKernels kCudaKernels{&moments, &forward, &grad_sums, &grad_input};
+// A block's threads as the lanes of a reduction step: sums a part over the block in a fixed order.
+struct BlockLanes {
+  double* shared;
+  __host__ __device__ double operator()(double part) const {
+#ifdef __CUDA_ARCH__
+    return block_sum(part, shared);
+#else
+    return part;
+#endif
+  }
+};
+
+// Reduction steps: one block per entry (its members can number thousands); the others: one
+// thread per entry.
+template <typename U>
+__global__ void tables_kernel(NormTableStep step, NormTableView<U> view, int64_t entries) {
+  if (norm_table_reduces(step)) {
+    __shared__ double shared[kWarps];
+    for (int64_t i = blockIdx.x; i < entries; i += gridDim.x) {
+      norm_reduction_entry(view, step, i, threadIdx.x, kThreads, BlockLanes{shared});
+    }
+    return;
+  }
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < entries; i += int64_t{gridDim.x} * blockDim.x) {
+    norm_table_entry(view, step, i);
+  }
+}
+
+template <typename U>
+void tables(NormTableStep step, const NormTableView<U>& view) {
+  const int64_t entries = norm_table_entries(view, step);
+  if (entries == 0) return;
+  const unsigned blocks = norm_table_reduces(step) ? static_cast<unsigned>(std::min<int64_t>(entries, 65535))
+                                                   : elementwise_blocks(entries);
+  tables_kernel<U><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(step, view, entries);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+const NormActKernels kCudaKernels{&moments, &forward, &grad_sums, &grad_input, &tables<float>, &tables<double>};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_act_cuda(
     const at::Tensor& x, c10::string_view kind, const std::optional<at::Tensor>& weight,
