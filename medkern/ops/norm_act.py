@@ -183,11 +183,13 @@ def _kernel_op(chosen: str):
 
 
 def register_autograd(forward_name: str, backward_name: str) -> None:
-    """Makes op ``forward_name`` differentiable through ``backward_name`` ("medkern::op" names).
+    """Makes op ``forward_name`` differentiable through ``backward_name`` ("medkern::op" names),
+    and that op differentiable again (register_backward_autograd).
 
     mean and var (the op's 2nd and 3rd outputs) are statistics for backward and for updating
-    running statistics, not differentiable. Second-order gradients run through the reference
-    (exact, from x), so they need x kept: memory_saving=False.
+    running statistics, not differentiable. The C++ op medkern::norm_act has this autograd in C++
+    (csrc/norm_act_autograd.cpp: a Python autograd function costs more than a small layer's
+    kernels); the Triton op takes it from here.
     """
     backward_op = getattr(torch.ops.medkern, backward_name.split("::")[1]).default
 
@@ -205,6 +207,14 @@ def register_autograd(forward_name: str, backward_name: str) -> None:
         mask = [need_x, need_w and weight is not None, need_b and bias is not None]
         dx, dw, db = backward_op(grad, saved, ctx.keep, mean, var, weight, bias, *ctx.params, mask)
         return (dx if mask[0] else None, None, dw if mask[1] else None, db if mask[2] else None) + (None,) * 8
+
+    torch.library.register_autograd(forward_name, forward_backward, setup_context=setup_forward)
+    register_backward_autograd(backward_name)
+
+
+def register_backward_autograd(backward_name: str) -> None:
+    """Makes the backward op ``backward_name`` differentiable: second-order gradients run through
+    the reference (exact, from x), so they need x kept (memory_saving=False)."""
 
     def setup_backward(ctx, inputs, output):
         grad, saved, saved_is_output, mean, var, weight, bias, *params, mask = inputs
@@ -235,7 +245,6 @@ def register_autograd(forward_name: str, backward_name: str) -> None:
         d_grad, d_x, d_w, d_b = (next(seconds) if t is not None else None for t in leaves)
         return (d_grad, d_x, None, None, None, d_w, d_b) + (None,) * 7
 
-    torch.library.register_autograd(forward_name, forward_backward, setup_context=setup_forward)
     torch.library.register_autograd(backward_name, backward_backward, setup_context=setup_backward)
 
 
@@ -269,7 +278,10 @@ def _register_compiled_ops() -> None:
         return
     torch.library.register_fake("medkern::norm_act")(fake_forward)
     torch.library.register_fake("medkern::norm_act_backward")(fake_backward)
-    register_autograd("medkern::norm_act", "medkern::norm_act_backward")
+    if torch._C._dispatch_has_kernel_for_dispatch_key("medkern::norm_act", "Autograd"):
+        register_backward_autograd("medkern::norm_act_backward")  # the forward's is in C++
+    else:  # a _C built before csrc/norm_act_autograd.cpp
+        register_autograd("medkern::norm_act", "medkern::norm_act_backward")
 
 
 _register_compiled_ops()
