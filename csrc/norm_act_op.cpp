@@ -113,13 +113,16 @@ U* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<U>() : nullptr;
 }
 
-// The view's fields every step reads: shape, statistics groups, eps, the affine parameters.
+// The view's fields every step reads: shape, statistics groups (the channels without batch
+// statistics), eps, the affine parameters.
 template <typename U>
-NormTableView<U> table_view(const Setup& s, double eps, const at::Tensor& gamma, const at::Tensor& beta) {
+NormTableView<U> table_view(const Setup& s, bool batch_stats, double eps, const at::Tensor& gamma,
+                            const at::Tensor& beta) {
   NormTableView<U> v{};
   v.shape = s.shape;
   v.kind = s.kind;
   v.groups = s.groups;
+  v.per_channel = !batch_stats;
   v.eps = eps;
   v.gamma = data_or_null<U>(gamma);
   v.beta = data_or_null<U>(beta);
@@ -155,9 +158,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const at::Tensor& x,
   const auto opts = x.options().dtype(acc);
   const NormShape& shape = s.shape;
   const at::Tensor gamma = as_opmath(weight, acc), beta = as_opmath(bias, acc);
-  NormTableView<U> v = table_view<U>(s, eps, gamma, beta);
-
-  v.per_channel = !batch_stats;
+  NormTableView<U> v = table_view<U>(s, batch_stats, eps, gamma, beta);
   const int64_t groups = v.group_total(), planes = shape.n * shape.c, partials = planes * shape.segments();
   Tables<U> tables((batch_stats ? 2 * partials : 0) + 2 * planes, opts);
   Tables<double> exact(groups, x.options().dtype(at::kDouble));
@@ -207,8 +208,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
   const int64_t c = shape.c;
   const at::Tensor gamma = as_opmath(weight, acc), beta = as_opmath(bias, acc);
   const at::Tensor mean = as_opmath(mean_in, acc), var = as_opmath(var_in, acc);
-  NormTableView<U> v = table_view<U>(s, eps, gamma, beta);
-  v.per_channel = !batch_stats;
+  NormTableView<U> v = table_view<U>(s, batch_stats, eps, gamma, beta);
   v.from_output = saved_is_output;
   v.mean = mean.data_ptr<U>();
   v.var = var.data_ptr<U>();

@@ -76,11 +76,6 @@ struct NormTableView {
   C10_HOST_DEVICE int64_t segments() const { return shape.segments(); }
   C10_HOST_DEVICE NormKind group_kind() const { return per_channel ? NormKind::kBatch : kind; }
   C10_HOST_DEVICE int64_t group_total() const { return norm_group_total(group_kind(), shape, groups); }
-  C10_HOST_DEVICE int64_t planes_per_group() const {
-    const NormKind k = group_kind();
-    if (k == NormKind::kBatch) return shape.n;
-    return k == NormKind::kInstance ? 1 : shape.c / groups;
-  }
   // The planes group g's statistics cover, and those of channel c (dweight and dbias).
   C10_HOST_DEVICE NormPlanes group_planes(int64_t g) const {
     const NormKind k = group_kind();
@@ -97,8 +92,9 @@ struct NormTableView {
     if (k == NormKind::kInstance) return n * shape.c + c;
     return n * groups + c / (shape.c / groups);
   }
+  // Elements per group: every group has as many planes as group 0.
   C10_HOST_DEVICE double group_count() const {
-    return static_cast<double>(planes_per_group()) * static_cast<double>(shape.s);
+    return static_cast<double>(group_planes(0).count) * static_cast<double>(shape.s);
   }
   C10_HOST_DEVICE double segment_count(int64_t k) const {
     const int64_t begin = k * shape.segment;
