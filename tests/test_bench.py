@@ -412,3 +412,24 @@ def test_convolution_only_twin_keeps_the_convolutions_and_shapes_only():
     assert steps == ["maxpool"]
     with pytest.raises(ValueError, match="does not have the shape of"):
         StridedSlice(nn.MaxPool2d(3, 2))(torch.randn(1, 1, 8, 8))  # no padding: 3 outputs, the slice has 4
+
+
+def test_swap_channels_last_case_differentiates_each_twins_own_weights():
+    """model/resnet18_step_swap_channels_last: the original keeps the default layout, medkern.swap(...,
+    channels_last=True) its own channels-last copy of the same values; each step computes every
+    gradient of its own parameters and none of the other's."""
+    case = next(c for c in registry.all_cases() if c.name == "model/resnet18_step_swap_channels_last")
+    inputs = case.setup(torch.device("cpu"), torch.float32, True)
+    x, parameters = inputs[0], inputs[1:]
+    n = len(parameters) // 2
+    assert x.is_contiguous() and not x.requires_grad and len(parameters) == 2 * n
+    for a, b in zip(parameters[:n], parameters[n:]):
+        assert a is not b and torch.equal(a, b)
+        if a.dim() == 4:
+            assert a.is_contiguous() and b.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(case.fused(*inputs), case.reference(*inputs))
+        upstream = torch.randn_like(case.reference(*inputs))
+    for step, own in ((case.reference, slice(0, n)), (case.fused, slice(n, 2 * n))):
+        grads = suite._grad_call(step, inputs, upstream)()
+        assert [g is not None for g in grads] == [own.start <= i < own.stop for i in range(2 * n)]

@@ -409,6 +409,57 @@ def test_inplace_swap_keeps_parameter_objects():
     assert isinstance(model.__dict__["forward"], SwappedForward)
 
 
+class TwoAndThreeD(nn.Module):
+    """A 2D and a 3D convolution path: channels_last means another format for each rank."""
+
+    def __init__(self):
+        super().__init__()
+        self.flat = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.volume = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.InstanceNorm3d(4, affine=True),
+                                    nn.LeakyReLU(0.01), nn.ConvTranspose3d(4, 3, 2, stride=2), nn.BatchNorm3d(3),
+                                    nn.SiLU())
+        self.head = nn.Linear(4 + 3, 2)
+
+    def forward(self, image, scan):
+        features = torch.cat([self.flat(image).mean((2, 3)), self.volume(scan).mean((2, 3, 4))], 1)
+        return self.head(features)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_channels_last_lays_out_the_weights_by_rank_and_the_model_computes_the_same(inplace):
+    model = TwoAndThreeD().double()
+    original = copy.deepcopy(model)
+    parameters = list(model.parameters())
+    swapped = medkern.swap(model, inplace=inplace, channels_last=True)
+    check_same_state(original, swapped)  # the same keys and values, only the strides differ
+    assert swapped.flat[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert swapped.volume[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert swapped.volume[3].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert swapped.head.weight.is_contiguous()
+    assert all(a is b for a, b in zip(parameters, swapped.parameters())) == inplace
+    report = medkern.swap_report(swapped)
+    assert report.channels_last and "weights laid out channels-last" in str(report)
+    assert blocks(swapped) == {"ConvNormAct": 2, "ConvTransposeNormAct": 1}
+
+    # default-layout inputs: the convolutions follow their weights, so the blocks run channels-last
+    # (in float32: ATen's float64 convolutions on CPU ignore the weight's layout)
+    image, scan = torch.randn(2, 2, 5, 7, dtype=torch.float64), torch.randn(2, 2, 3, 4, 5, dtype=torch.float64)
+    single = copy.deepcopy(swapped).float()
+    assert single.flat(image.float()).is_contiguous(memory_format=torch.channels_last)
+    assert single.volume(scan.float()).is_contiguous(memory_format=torch.channels_last_3d)
+    for train in (True, False):
+        medkern.verify(original, swapped, image, scan, train=train)
+    medkern.verify(original, swapped, image, scan, dtype=torch.float32)  # where it runs channels-last
+
+    # checkpoints load both ways, and loading keeps the swapped model's layout
+    fresh = TwoAndThreeD().double()
+    swapped.load_state_dict(fresh.state_dict())
+    check_same_state(fresh, swapped)
+    assert swapped.volume[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    original.load_state_dict(swapped.state_dict())
+    check_same_state(swapped, original)
+
+
 def test_checkpoints_load_both_ways():
     model, other = Stem(), Stem()
     swapped = medkern.swap(model)
@@ -444,8 +495,10 @@ def test_swapped_model_pickles_copies_converts_and_compiles():
 def test_bad_calls():
     with pytest.raises(TypeError, match="medkern.swap: model must be a torch.nn.Module"):
         medkern.swap("resnet")
-    with pytest.raises(TypeError, match="medkern.swap: inplace and memory_saving must be bools"):
+    with pytest.raises(TypeError, match="medkern.swap: inplace, memory_saving and channels_last must be bools"):
         medkern.swap(Stem(), inplace=1)
+    with pytest.raises(TypeError, match="channels_last must be bools, got bool, bool, str"):
+        medkern.swap(Stem(), channels_last="yes")
     swapped = medkern.swap(Stem())
     with pytest.raises(ValueError, match="medkern.swap: model was swapped already"):
         medkern.swap(swapped)

@@ -107,13 +107,9 @@ def direct_ceiling(case: Case, rounds: int, quick: bool) -> dict:
     inputs = case.setup(torch.device("cpu"), torch.float32, quick)
     with torch.no_grad():
         upstream = torch.randn_like(case.reference(*inputs))
-    wrt = tuple(t for t in inputs if t.requires_grad)
-
-    def step(fn):  # the twin leaves the norms' parameters unused
-        return lambda: torch.autograd.grad(fn(*inputs), wrt, upstream, allow_unused=True)
-
-    timings = time_interleaved({EAGER: step(case.reference), "medkern": step(_under_backend(case.fused, "cpu")),
-                                "conv_only": step(case.conv_only)}, repeats=rounds, warmup=1)
+    steps = {EAGER: case.reference, "medkern": _under_backend(case.fused, "cpu"), "conv_only": case.conv_only}
+    timings = time_interleaved({name: _grad_call(fn, inputs, upstream) for name, fn in steps.items()},
+                               repeats=rounds, warmup=1)
     eager, medkern, floor = (timings[name].median_ms for name in (EAGER, "medkern", "conv_only"))
     return {"eager_ms": eager, "medkern_step_ms": medkern, "conv_only_ms": floor, "direct_ceiling": eager / floor,
             "medkern_speedup": eager / medkern}

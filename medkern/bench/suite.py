@@ -169,10 +169,13 @@ def _no_grad_call(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...]) -> C
 
 
 def _grad_call(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], upstream: torch.Tensor) -> Callable[[], Any]:
+    """Forward and backward of ``fn`` for the gradients of every input that requires one. Unused inputs
+    are allowed: twins whose parameters cannot be shared (different layouts) each differentiate their
+    own, and a convolution-only twin leaves the norms' parameters out."""
     wrt = tuple(t for t in inputs if t.requires_grad)
 
     def call():
-        return torch.autograd.grad(fn(*inputs), wrt, upstream)
+        return torch.autograd.grad(fn(*inputs), wrt, upstream, allow_unused=True)
 
     return call
 

@@ -32,6 +32,7 @@ class Left:
 class SwapReport:
     swapped: list[Swapped] = field(default_factory=list)
     left: list[Left] = field(default_factory=list)
+    channels_last: bool = False  # the model's 4-D and 5-D weights were laid out channels-last
 
     def leave(self, entry: Left) -> None:
         """Records what was left, once: the same module left for the same reason is one entry
@@ -44,7 +45,8 @@ class SwapReport:
         return dict(Counter(entry.block for entry in self.swapped))
 
     def __str__(self) -> str:
-        lines = [f"medkern.swap: {len(self.swapped)} patterns swapped, {len(self.left)} left"]
+        layout = ", weights laid out channels-last" if self.channels_last else ""
+        lines = [f"medkern.swap: {len(self.swapped)} patterns swapped, {len(self.left)} left{layout}"]
         lines += [f"  swapped  {entry}" for entry in self.swapped]
         lines += [f"  left     {entry}" for entry in self.left]
         return "\n".join(lines)

@@ -29,6 +29,7 @@ from typing import Iterable, Optional, Union
 from torch import fx, nn
 
 from .. import nn as medkern_nn
+from ..layout import model_to_channels_last
 from ..nn.max_pool import FUNCTIONAL_TWINS as MAX_POOL_TWINS
 from .bias_pattern import BiasActCall, match_bias_add
 from .functional_pattern import fused_call, match_functional
@@ -333,7 +334,8 @@ class _Swapper:
 
 
 def swap(model: nn.Module, inplace: bool = False, include: Union[str, Iterable[str], None] = None,
-         exclude: Union[str, Iterable[str], None] = None, memory_saving: bool = True) -> nn.Module:
+         exclude: Union[str, Iterable[str], None] = None, memory_saving: bool = True,
+         channels_last: bool = False) -> nn.Module:
     """``model`` with every supported pattern run by medkern's fused ops (see the module docstring).
 
     Args:
@@ -344,20 +346,32 @@ def swap(model: nn.Module, inplace: bool = False, include: Union[str, Iterable[s
             paths (a path covers its submodules; fnmatch patterns such as ``"decoder.*"`` work) or
             block names (``"ConvNormAct"``, ``"NormAct"``, ``"LinearAct"``, ``"LSTM"``, ...).
         memory_saving: as ``medkern.nn.NormAct``'s; False keeps second-order gradients (R1, WGAN-GP).
+        channels_last: also lay out the whole model's 4-D and 5-D parameters and buffers
+            channels-last (channels_last_3d for 3-D convolutions), as ``ipex.optimize`` does. A
+            convolution follows its weight's layout, so the model then runs channels-last even on
+            a default-layout input, and its convolutional outputs come out channels-last (same
+            values; ``.view`` on them may need ``.reshape``). On CPU this spares oneDNN a reorder of
+            every activation into its blocked layout and back; ``medkern bench --filter
+            swap_channels_last`` measures what it gives a model. Values and keys of the state_dict
+            are unchanged.
 
     Returns the swapped model; ``medkern.swap_report(result)`` says what was swapped and what was
     left and why. Its ``state_dict`` has exactly the original's keys, shapes and values.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"medkern.swap: model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(inplace, bool) or not isinstance(memory_saving, bool):
-        raise TypeError("medkern.swap: inplace and memory_saving must be bools")
+    if not all(isinstance(flag, bool) for flag in (inplace, memory_saving, channels_last)):
+        raise TypeError("medkern.swap: inplace, memory_saving and channels_last must be bools, got "
+                        f"{type(inplace).__name__}, {type(memory_saving).__name__}, {type(channels_last).__name__}")
     if REPORT_ATTRIBUTE in model.__dict__ or any(is_swapped(m) for m in model.modules()):
         raise ValueError("medkern.swap: model was swapped already; swap the original model instead")
     selector = _Selector(include, exclude)
     target = model if inplace else copy.deepcopy(model)
     report = SwapReport()
     _Swapper(report, selector, memory_saving).visit(target, "")
+    if channels_last:
+        model_to_channels_last(target)
+        report.channels_last = True
     object.__setattr__(target, REPORT_ATTRIBUTE, report)
     return target
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..layout import to_channels_last
+
 _OP = "medkern.train"
 
 
@@ -30,16 +32,10 @@ def primary_output(output):
     return output[0] if isinstance(output, (list, tuple)) else output
 
 
-def channels_last_format(t: torch.Tensor):
-    """The channels-last memory format of a 4-D or 5-D tensor; None for other ranks."""
-    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
-
-
 def to_device(value, device: torch.device, channels_last: bool):
     if isinstance(value, torch.Tensor):
         value = value.to(device, non_blocking=True)
-        layout = channels_last_format(value) if channels_last and value.is_floating_point() else None
-        return value.contiguous(memory_format=layout) if layout is not None else value
+        return to_channels_last(value) if channels_last and value.is_floating_point() else value
     if isinstance(value, (tuple, list)):
         return type(value)(to_device(v, device, channels_last) for v in value)
     if isinstance(value, dict):

@@ -28,9 +28,10 @@ import torch
 from torch import nn
 
 from . import distributed
-from .batches import batch_size, channels_last_format, default_unpack, primary_output, to_device
+from .batches import batch_size, default_unpack, primary_output, to_device
 from .early_stopping import EarlyStopping
 from .._args import check_positive_int
+from ..layout import model_to_channels_last
 from .loop import EpochLoop, in_eval_mode
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -70,13 +71,7 @@ def prepare_model(owner: str, model: nn.Module, device: torch.device, channels_l
         from ..swapping import swap as swap_model
         model = swap_model(model, inplace=True)
     model = model.to(device)
-    return model._apply(_channels_last_tensor) if channels_last else model
-
-
-def _channels_last_tensor(t: torch.Tensor) -> torch.Tensor:
-    """Module.to(memory_format=) takes one format for all; 3D weights need channels_last_3d."""
-    layout = channels_last_format(t)
-    return t.contiguous(memory_format=layout) if layout is not None else t
+    return model_to_channels_last(model) if channels_last else model
 
 
 def default_device(model) -> torch.device:
