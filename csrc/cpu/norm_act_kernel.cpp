@@ -5,7 +5,8 @@
 // contiguous run, its coefficients scalars) or one segment of rows of one sample (interleaved
 // layout: each row holds all C channels, its coefficients vectors read from the tables).
 // Reductions write one partial sum per (n, c, segment), so no two tasks share an output and the
-// results do not depend on the number of threads. The math is csrc/common/norm_act.h and
+// results do not depend on the number of threads; an interleaved segment is one [rows, C] block,
+// summed down its columns in registers. The math is csrc/common/norm_act.h and
 // norm_act_tables.h.
 
 #ifndef CPU_CAPABILITY
@@ -17,6 +18,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../common/norm_act_kernels.h"
@@ -71,16 +73,63 @@ int64_t task_grain(const NormShape& sh) {
 
 int64_t max_run(const NormShape& sh) { return sh.interleaved ? sh.c : std::min(sh.segment, sh.s); }
 
-// Adds v's lanes into acc[i, i + m) (interleaved), or into the scalar-broadcast accumulator
-// acc_vec (planar), masking lanes past m.
-template <bool Rows, typename U>
-inline void accumulate(U* acc, Vec<U>& acc_vec, int64_t i, int64_t m, const Vec<U>& v) {
-  const Vec<U> masked = m == Vec<U>::size() ? v : Vec<U>::set(Vec<U>(U(0)), v, m);
-  if constexpr (Rows) {
-    (Vec<U>::loadu(acc + i, m) + masked).store(acc + i, m);
-  } else {
-    acc_vec = acc_vec + masked;
+// v with its lanes past m zeroed (a run's last, partial vector).
+template <typename U>
+inline Vec<U> masked(const Vec<U>& v, int64_t m) {
+  return m == Vec<U>::size() ? v : Vec<U>::set(Vec<U>(U(0)), v, m);
+}
+
+// Segment `task` of an interleaved tensor: rows [first, first + rows) of one sample, a contiguous
+// [rows, C] block at `offset`, whose coefficients start at `table` in an [N * C] table.
+struct RowBlock {
+  int64_t offset;
+  int64_t rows;
+  int64_t table;
+};
+
+inline RowBlock row_block(const NormShape& sh, int64_t task) {
+  const int64_t n = task / sh.segments(), first = (task % sh.segments()) * sh.segment;
+  return {(n * sh.s + first) * sh.c, std::min(sh.s, first + sh.segment) - first, n * sh.c};
+}
+
+// A buffer for a block converted to the op-math type, empty where no conversion is needed.
+template <typename U, typename scalar_t>
+std::vector<U> opmath_buffer(int64_t n) {
+  return std::vector<U>(std::is_same_v<U, scalar_t> ? 0 : n);
+}
+
+// The sum of f(r) over rows r in [0, rows), in four accumulators (rows r, r + 1, r + 2, r + 3 of
+// each group of four) added pairwise at the end: an interleaved block is summed down its columns
+// in registers, where one accumulator in memory updated row by row would make every row wait for
+// the previous row's store, and one in a register for the previous row's add.
+template <typename Acc, typename F>
+inline Acc sum_rows(int64_t rows, const Acc& zero, const F& f) {
+  Acc s0 = zero, s1 = zero, s2 = zero, s3 = zero;
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    s0 = s0 + f(r);
+    s1 = s1 + f(r + 1);
+    s2 = s2 + f(r + 2);
+    s3 = s3 + f(r + 3);
   }
+  for (; r < rows; ++r) s0 = s0 + f(r);
+  return (s0 + s1) + (s2 + s3);
+}
+
+// Two sums at once (the backward's dpre and dpre * xhat).
+template <typename U>
+struct VecPair {
+  Vec<U> a, b;
+  VecPair operator+(const VecPair& o) const { return {a + o.a, b + o.b}; }
+};
+
+// Writes lanes [0, m) of v, channels i..i + m of segment `task`, into an [N, C, K] partial table.
+template <typename U>
+inline void store_partials(const NormShape& sh, int64_t task, int64_t i, int64_t m, const Vec<U>& v, U* out) {
+  U lanes[Vec<U>::size()];
+  v.store(lanes);
+  const int64_t k_count = sh.segments(), first = partial_index(sh, task, i);  // channel i + j: first + j * K
+  for (int64_t j = 0; j < m; ++j) out[first + j * k_count] = lanes[j];
 }
 
 template <typename scalar_t, bool Rows>
@@ -89,42 +138,41 @@ void moments_rows(const scalar_t* x, const NormShape& sh, at::opmath_type<scalar
   using U = at::opmath_type<scalar_t>;
   using V = Vec<U>;
   at::parallel_for(0, task_count(sh), task_grain(sh), [&](int64_t begin, int64_t end) {
-    std::vector<U> buf(max_run(sh)), sum(Rows ? sh.c : 0), mean(Rows ? sh.c : 0), m2(Rows ? sh.c : 0);
+    std::vector<U> buf = opmath_buffer<U, scalar_t>(Rows ? sh.segment * sh.c : max_run(sh));
     for (int64_t task = begin; task < end; ++task) {
       // pass 1: the segment's mean per channel; pass 2: squared deviations from it, while the
       // segment is still in cache (exact for any offset, unlike a sum of squares)
-      std::fill(sum.begin(), sum.end(), U(0));
-      std::fill(m2.begin(), m2.end(), U(0));
-      V acc(U(0)), acc2(U(0));
-      int64_t rows = 0;
-      U run_mean(0);
-      for_each_run(sh, task, [&](int64_t off, int64_t len, int64_t) {
-        const U* v = load_opmath(x + off, len, buf.data());
-        for (int64_t i = 0; i < len; i += V::size()) {
-          const int64_t m = std::min<int64_t>(V::size(), len - i);
-          accumulate<Rows>(sum.data(), acc, i, m, V::loadu(v + i, m));
-        }
-        rows += Rows ? 1 : len;
-      });
       if constexpr (Rows) {
-        for (int64_t c = 0; c < sh.c; ++c) mean[c] = sum[c] / static_cast<U>(rows);
-      } else {
-        run_mean = sum_lanes(acc) / static_cast<U>(rows);
-      }
-      for_each_run(sh, task, [&](int64_t off, int64_t len, int64_t) {
-        const U* v = load_opmath(x + off, len, buf.data());
-        for (int64_t i = 0; i < len; i += V::size()) {
-          const int64_t m = std::min<int64_t>(V::size(), len - i);
-          const V d = V::loadu(v + i, m) - (Rows ? V::loadu(mean.data() + i, m) : V(run_mean));
-          accumulate<Rows>(m2.data(), acc2, i, m, d * d);
-        }
-      });
-      if constexpr (Rows) {
-        for (int64_t c = 0; c < sh.c; ++c) {
-          mean_out[partial_index(sh, task, c)] = mean[c];
-          m2_out[partial_index(sh, task, c)] = m2[c];
+        const RowBlock b = row_block(sh, task);
+        const U* block = load_opmath(x + b.offset, b.rows * sh.c, buf.data());
+        for (int64_t i = 0; i < sh.c; i += V::size()) {
+          const int64_t m = std::min<int64_t>(V::size(), sh.c - i);
+          const auto row = [&](int64_t r) { return V::loadu(block + r * sh.c + i, m); };
+          const V mean = sum_rows(b.rows, V(U(0)), row) / V(static_cast<U>(b.rows));
+          const V m2 = sum_rows(b.rows, V(U(0)), [&](int64_t r) { return (row(r) - mean) * (row(r) - mean); });
+          store_partials(sh, task, i, m, mean, mean_out);
+          store_partials(sh, task, i, m, m2, m2_out);
         }
       } else {
+        V acc(U(0)), acc2(U(0));
+        int64_t count = 0;
+        for_each_run(sh, task, [&](int64_t off, int64_t len, int64_t) {
+          const U* v = load_opmath(x + off, len, buf.data());
+          for (int64_t i = 0; i < len; i += V::size()) {
+            const int64_t m = std::min<int64_t>(V::size(), len - i);
+            acc = acc + masked(V::loadu(v + i, m), m);
+          }
+          count += len;
+        });
+        const U run_mean = sum_lanes(acc) / static_cast<U>(count);
+        for_each_run(sh, task, [&](int64_t off, int64_t len, int64_t) {
+          const U* v = load_opmath(x + off, len, buf.data());
+          for (int64_t i = 0; i < len; i += V::size()) {
+            const int64_t m = std::min<int64_t>(V::size(), len - i);
+            const V d = V::loadu(v + i, m) - V(run_mean);
+            acc2 = acc2 + masked(d * d, m);
+          }
+        });
         mean_out[task] = run_mean;
         m2_out[task] = sum_lanes(acc2);
       }
@@ -186,40 +234,56 @@ void grad_terms(const scalar_t* g, const scalar_t* saved, const NormGradTables<a
   });
 }
 
-// Sums dpre and dpre * xhat per (n, c, segment).
-template <bool Rows, typename U>
-struct SumTerms {
-  const NormShape& sh;
+// Sums dpre and dpre * xhat per (n, c, segment) of a planar tensor (a Use of grad_terms).
+template <typename U>
+struct PlaneSums {
   U* sum_dpre;
   U* sum_dpre_xhat;
-  std::vector<U> a, b;  // per channel (interleaved)
   Vec<U> av{U(0)}, bv{U(0)};
 
-  SumTerms(const NormShape& shape, U* s1, U* s2) : sh(shape), sum_dpre(s1), sum_dpre_xhat(s2), a(Rows ? shape.c : 0), b(a) {}
-  SumTerms(const SumTerms& o) : SumTerms(o.sh, o.sum_dpre, o.sum_dpre_xhat) {}
-
-  void start(int64_t) {
-    std::fill(a.begin(), a.end(), U(0));
-    std::fill(b.begin(), b.end(), U(0));
-    av = bv = Vec<U>(U(0));
-  }
-  void element(int64_t, int64_t, int64_t i, int64_t m, const Vec<U>& dpre, const Vec<U>& xhat) {
-    accumulate<Rows>(a.data(), av, i, m, dpre);
-    accumulate<Rows>(b.data(), bv, i, m, dpre * xhat);
+  void start(int64_t) { av = bv = Vec<U>(U(0)); }
+  void element(int64_t, int64_t, int64_t, int64_t m, const Vec<U>& dpre, const Vec<U>& xhat) {
+    av = av + masked(dpre, m);
+    bv = bv + masked(dpre * xhat, m);
   }
   void end_run(int64_t, int64_t) {}
   void finish(int64_t task) {
-    if constexpr (Rows) {
-      for (int64_t c = 0; c < sh.c; ++c) {
-        sum_dpre[partial_index(sh, task, c)] = a[c];
-        sum_dpre_xhat[partial_index(sh, task, c)] = b[c];
-      }
-    } else {
-      sum_dpre[task] = sum_lanes(av);
-      sum_dpre_xhat[task] = sum_lanes(bv);
-    }
+    sum_dpre[task] = sum_lanes(av);
+    sum_dpre_xhat[task] = sum_lanes(bv);
   }
 };
+
+// The same sums of an interleaved tensor: a segment's rows share their (n, c) coefficients, so
+// each channel vector loads them once and sums its column of the block in registers.
+template <Act A, bool FromOutput, typename scalar_t>
+void row_block_sums(const scalar_t* g, const scalar_t* saved, const NormGradTables<at::opmath_type<scalar_t>>& tb,
+                    double alpha_d, const NormShape& sh, at::opmath_type<scalar_t>* sum_dpre,
+                    at::opmath_type<scalar_t>* sum_dpre_xhat) {
+  using U = at::opmath_type<scalar_t>;
+  using V = Vec<U>;
+  const V alpha(static_cast<U>(alpha_d));
+  at::parallel_for(0, task_count(sh), task_grain(sh), [&](int64_t begin, int64_t end) {
+    std::vector<U> gbuf = opmath_buffer<U, scalar_t>(sh.segment * sh.c), sbuf(gbuf.size());
+    for (int64_t task = begin; task < end; ++task) {
+      const RowBlock b = row_block(sh, task);
+      const U* gv = load_opmath(g + b.offset, b.rows * sh.c, gbuf.data());
+      const U* sv = load_opmath(saved + b.offset, b.rows * sh.c, sbuf.data());
+      for (int64_t i = 0; i < sh.c; i += V::size()) {
+        const int64_t m = std::min<int64_t>(V::size(), sh.c - i), t = b.table + i;
+        const V xs = V::loadu(tb.xs + t, m), xo = V::loadu(tb.xo + t, m);
+        const V scale = V::loadu(tb.scale + t, m), shift = V::loadu(tb.shift + t, m);
+        const VecPair<U> sums = sum_rows(b.rows, VecPair<U>{V(U(0)), V(U(0))}, [&](int64_t r) {
+          V dpre, xhat;
+          norm_act_grad_terms<A, FromOutput>(V::loadu(gv + r * sh.c + i, m), V::loadu(sv + r * sh.c + i, m), xs, xo,
+                                             scale, shift, alpha, dpre, xhat);
+          return VecPair<U>{dpre, dpre * xhat};
+        });
+        store_partials(sh, task, i, m, sums.a, sum_dpre);
+        store_partials(sh, task, i, m, sums.b, sum_dpre_xhat);
+      }
+    }
+  });
+}
 
 // Writes dx = k1 * dpre + k2 * xhat + k3.
 template <bool Rows, typename scalar_t>
@@ -284,9 +348,9 @@ void grad_sums(at::ScalarType dtype, Act act, double alpha, bool from_output, co
     auto* s2 = static_cast<U*>(sum_dpre_xhat);
     dispatch_norm_grad(act, from_output, [&]<Act A, bool FromOutput>() {
       if (sh.interleaved) {
-        grad_terms<A, FromOutput, true>(gp, sp, tb, alpha, sh, SumTerms<true, U>(sh, s1, s2));
+        row_block_sums<A, FromOutput>(gp, sp, tb, alpha, sh, s1, s2);
       } else {
-        grad_terms<A, FromOutput, false>(gp, sp, tb, alpha, sh, SumTerms<false, U>(sh, s1, s2));
+        grad_terms<A, FromOutput, false>(gp, sp, tb, alpha, sh, PlaneSums<U>{s1, s2});
       }
     });
   });
