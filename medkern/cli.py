@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="instead of the suite: a training step of this model (FACTORY() returns an nn.Module), "
                             "as it is and after medkern.swap; needs --input-shape")
     bench.add_argument("--input-shape", type=_shape, metavar="N,C,...", help="the --model's input shape")
+    bench.add_argument("--channels-last", action="store_true",
+                       help="with --model: also time medkern.swap(model, channels_last=True) against the original")
     bench.set_defaults(command=_bench)
 
     check = commands.add_parser(
@@ -86,9 +88,11 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if (args.model is None) != (args.input_shape is None):
         parser.error("--model and --input-shape go together")
+    if args.channels_last and args.model is None:
+        parser.error("--channels-last goes with --model (the suite has its *_swap_channels_last cases)")
     if args.model is not None:
         try:
-            cases = (registry.custom_model_case(args.model, args.input_shape),)
+            cases = registry.custom_model_cases(args.model, args.input_shape, args.channels_last)
         except ValueError as error:
             parser.error(str(error))
     else:

@@ -303,24 +303,29 @@ def test_a_case_may_judge_its_output_by_the_tolerance_table():
 # --- medkern bench --model: any model, as it is and swapped -------------------------------------
 
 
-def test_bench_model_times_any_model_swapped_against_itself(tmp_path, monkeypatch):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bench_model_times_any_model_swapped_against_itself(tmp_path, monkeypatch, channels_last):
     module = type(sys)("medkern_bench_test_models")
+    # dropout draws its mask in memory order: a channels-last twin would drop other elements
     module.small = lambda: torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Dropout(0.5),
-        torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2), torch.nn.Tanh())
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.Dropout(0.0 if channels_last else 0.5), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2), torch.nn.Tanh())
     monkeypatch.setitem(sys.modules, module.__name__, module)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         code = cli.main(["bench", "--model", "medkern_bench_test_models:small", "--input-shape", "2,3,8,8",
-                         "--device", "cpu", "--repeats", "2", "--warmup", "0", "--out", str(tmp_path)])
+                         "--device", "cpu", "--repeats", "2", "--warmup", "0", "--out", str(tmp_path)]
+                        + (["--channels-last"] if channels_last else []))
     assert code == 0
-    [case] = json.loads((tmp_path / "results.json").read_text())["cases"]
-    assert case["name"] == "model/medkern_bench_test_models:small"
-    assert case["inputs"][0]["shape"] == [2, 3, 8, 8]
-    assert {"eager", "compile"} <= set(case["contenders"]) and any(map(is_medkern, case["contenders"]))
-    for name, results in case["contenders"].items():
-        assert results["matches_eager"], name  # dropout draws the same mask in every call
-        assert len(results["fwd_bwd"]["samples_ms"]) == 2
+    cases = json.loads((tmp_path / "results.json").read_text())["cases"]
+    assert [case["name"] for case in cases] == ["model/medkern_bench_test_models:small"] + (
+        ["model/medkern_bench_test_models:small_swap_channels_last"] if channels_last else [])
+    for case in cases:
+        assert case["inputs"][0]["shape"] == [2, 3, 8, 8] and case["inputs"][0]["layout"] == "contiguous"
+        assert {"eager", "compile"} <= set(case["contenders"]) and any(map(is_medkern, case["contenders"]))
+        for name, results in case["contenders"].items():
+            assert results["matches_eager"], name  # dropout draws the same mask in every call
+            assert len(results["fwd_bwd"]["samples_ms"]) == 2
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -328,6 +333,7 @@ def test_bench_model_times_any_model_swapped_against_itself(tmp_path, monkeypatc
     (["--model", "torch.nn", "--input-shape", "1,2"], "--model must be 'package.module:factory'"),
     (["--model", "torch.nn:Conv2d"], "--model and --input-shape go together"),
     (["--model", "torch.nn:Identity", "--input-shape", "2,x"], "expected comma-separated sizes"),
+    (["--channels-last"], "--channels-last goes with --model"),
 ])
 def test_bench_model_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

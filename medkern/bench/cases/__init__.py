@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..case import Case
 from . import bias_act, cnn, gan, models, rnn
-from .models import custom_model_case  # noqa: F401  (medkern bench --model)
+from .models import custom_model_cases  # noqa: F401  (medkern bench --model)
 
 _FAMILIES = (bias_act, cnn, rnn, gan, models)
 

@@ -172,10 +172,11 @@ CASES = (
 )
 
 
-def custom_model_case(spec: str, input_shape: tuple[int, ...]) -> Case:
+def custom_model_cases(spec: str, input_shape: tuple[int, ...], channels_last: bool = False) -> tuple[Case, ...]:
     """The swapped-vs-original training step of any model: ``spec`` is ``"package.module:factory"``,
     where ``factory()`` (a class or a function, called without arguments) returns an nn.Module
-    taking one tensor of ``input_shape``."""
+    taking one tensor of ``input_shape``. ``channels_last``: a second case against
+    ``medkern.swap(model, channels_last=True)``, the original and the input in the default layout."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise ValueError(f"--model must be 'package.module:factory', got {spec!r}")
@@ -194,5 +195,10 @@ def custom_model_case(spec: str, input_shape: tuple[int, ...]) -> Case:
             raise TypeError(f"--model {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
         return model
 
-    return _swapped_step_case(spec, f"{spec}, input {'x'.join(map(str, input_shape))}: a training step, "
-                              "medkern.swap vs the original", build, lambda quick: input_shape, ())
+    described = f"{spec}, input {'x'.join(map(str, input_shape))}: a training step"
+    cases = [_swapped_step_case(spec, f"{described}, medkern.swap vs the original", build, lambda quick: input_shape, ())]
+    if channels_last:
+        cases.append(_swapped_step_case(
+            f"{spec}_swap_channels_last", f"{described}, medkern.swap(model, channels_last=True) vs the original",
+            build, lambda quick: input_shape, (), channels_last=True))
+    return tuple(cases)
