@@ -64,7 +64,7 @@ std::pair<at::Tensor, NormShape> arrange(const at::Tensor& x) {
     arranged = x.contiguous();
     interleaved = s == 1;
   }
-  return {arranged, make_norm_shape(n, c, s, interleaved)};
+  return {arranged, make_norm_shape(n, c, s, interleaved, x.is_cuda())};
 }
 
 void check_channel_vector(const char* op, const char* arg, const std::optional<at::Tensor>& t, const at::Tensor& x) {

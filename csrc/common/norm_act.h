@@ -40,9 +40,15 @@ struct NormShape {
 // is one task of every kernel (partial sums are per segment), small enough to stay in cache
 // between a kernel's passes over it.
 constexpr int64_t kNormSegment = 4096;
+// The CPU's interleaved segments are bigger: a [rows, C] block summed down its columns stays in
+// L2 between passes, and fewer segments leave fewer partial sums for the per-channel reductions,
+// whose serial chains cost more than the kernels on small layers. CUDA keeps kNormSegment: a
+// segment is a thread block there, and bigger ones would leave multiprocessors idle.
+constexpr int64_t kNormRowBlockCpu = 32768;
 
-inline NormShape make_norm_shape(int64_t n, int64_t c, int64_t s, bool interleaved) {
-  const int64_t segment = interleaved && c > 0 ? std::max<int64_t>(1, kNormSegment / c) : kNormSegment;
+inline NormShape make_norm_shape(int64_t n, int64_t c, int64_t s, bool interleaved, bool cuda) {
+  const int64_t elements = cuda ? kNormSegment : kNormRowBlockCpu;
+  const int64_t segment = interleaved && c > 0 ? std::max<int64_t>(1, elements / c) : kNormSegment;
   return {n, c, s, interleaved, segment};
 }
 

@@ -67,7 +67,7 @@ int64_t partial_index(const NormShape& sh, int64_t task, int64_t j) {
 // Tasks per thread at least: inputs under ~32K elements run on the calling thread, since an
 // OpenMP region costs more than they do (and much more when another process holds a core).
 int64_t task_grain(const NormShape& sh) {
-  const int64_t task_elements = std::max<int64_t>(1, sh.interleaved ? sh.segment * sh.c : std::min(sh.segment, sh.s));
+  const int64_t task_elements = std::max<int64_t>(1, std::min(sh.segment, sh.s) * (sh.interleaved ? sh.c : 1));
   return std::max<int64_t>(1, (int64_t{1} << 15) / task_elements);
 }
 
