@@ -436,6 +436,13 @@ def test_swap_channels_last_case_differentiates_each_twins_own_weights():
     with torch.no_grad():
         torch.testing.assert_close(case.fused(*inputs), case.reference(*inputs))
         upstream = torch.randn_like(case.reference(*inputs))
+    assert not case.shared_parameters
     for step, own in ((case.reference, slice(0, n)), (case.fused, slice(n, 2 * n))):
-        grads = suite._grad_call(step, inputs, upstream)()
+        grads = suite._grad_call(step, inputs, upstream, allow_unused=True)()
         assert [g is not None for g in grads] == [own.start <= i < own.stop for i in range(2 * n)]
+        with pytest.raises(RuntimeError, match="not have been used in the graph"):
+            suite._grad_call(step, inputs, upstream)()  # strict unless the case says otherwise
+    # its speed-up includes the layout change's: the convolution ceiling does not bound it
+    from medkern.bench import ceiling
+
+    assert ceiling.run(quick=True, rounds=1, name_filter="_swap_channels_last") == []

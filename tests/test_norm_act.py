@@ -112,6 +112,8 @@ LAYOUT_CASES = [
     # (N = 2, batch groups of 6 values: 32769 groups of 3 drew a few so ill-conditioned, |mean| far
     # above std, that float32 missed the tolerance in 2 of 98307 elements)
     *kinds("more_channels", (2, 32769, 1, 3), 3, "channels_last", only=("batch", "group")),
+    # rows of full vectors and a partial one, summed in four accumulators plus a tail (15 rows)
+    *kinds("wide_rows", (2, 20, 3, 5), 4, "channels_last"),
 ]
 LAYOUT_OPTIONS = [Options("lrelu", 0.2), Options("silu")]  # y kept, x kept: each for every other case
 LAYOUT_INTERPRETER = [
@@ -647,9 +649,10 @@ def test_empty_input_behaves_like_torch(target, shape, kind, training, affine):
     assert_matches(run(backend, case, inputs, options), want, inputs, "empty")
 
 
+# big enough for several tasks per thread in both layouts (rows: three 4096-row blocks per sample)
 THREAD_CASES = [Case("planes", (2, 3, 9000), "batch"), Case("planes", (2, 3, 9000), "instance"),
-                Case("rows", (2, 8, 40, 40), "group", 2, "channels_last"),
-                Case("rows", (2, 8, 40, 40), "batch", None, "channels_last")]
+                Case("rows", (2, 8, 100, 100), "group", 2, "channels_last"),
+                Case("rows", (2, 8, 100, 100), "batch", None, "channels_last")]
 
 
 @pytest.mark.parametrize("case", THREAD_CASES, ids=_id)

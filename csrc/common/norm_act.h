@@ -36,9 +36,9 @@ struct NormShape {
   C10_HOST_DEVICE int64_t segments() const { return s == 0 ? 0 : (s + segment - 1) / segment; }
 };
 
-// Positions per segment: kNormSegment elements' worth, whole rows when interleaved. A segment
-// is one task of every kernel (partial sums are per segment), small enough to stay in cache
-// between a kernel's passes over it.
+// Positions per segment: kNormSegment elements' worth (kNormRowBlockCpu's when interleaved on
+// CPU), whole rows when interleaved. A segment is one task of every kernel (partial sums are per
+// segment), small enough to stay in cache between a kernel's passes over it.
 constexpr int64_t kNormSegment = 4096;
 // The CPU's interleaved segments are bigger: a [rows, C] block summed down its columns stays in
 // L2 between passes, and fewer segments leave fewer partial sums for the per-channel reductions,

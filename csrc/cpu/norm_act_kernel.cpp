@@ -64,10 +64,13 @@ int64_t partial_index(const NormShape& sh, int64_t task, int64_t j) {
   return (n * sh.c + j) * k_count + k;
 }
 
+// Elements of the largest segment: a [rows, C] block when interleaved, else a run.
+int64_t max_block(const NormShape& sh) { return std::min(sh.segment, sh.s) * (sh.interleaved ? sh.c : 1); }
+
 // Tasks per thread at least: inputs under ~32K elements run on the calling thread, since an
 // OpenMP region costs more than they do (and much more when another process holds a core).
 int64_t task_grain(const NormShape& sh) {
-  const int64_t task_elements = std::max<int64_t>(1, std::min(sh.segment, sh.s) * (sh.interleaved ? sh.c : 1));
+  const int64_t task_elements = std::max<int64_t>(1, max_block(sh));
   return std::max<int64_t>(1, (int64_t{1} << 15) / task_elements);
 }
 
@@ -138,7 +141,7 @@ void moments_rows(const scalar_t* x, const NormShape& sh, at::opmath_type<scalar
   using U = at::opmath_type<scalar_t>;
   using V = Vec<U>;
   at::parallel_for(0, task_count(sh), task_grain(sh), [&](int64_t begin, int64_t end) {
-    std::vector<U> buf = opmath_buffer<U, scalar_t>(Rows ? sh.segment * sh.c : max_run(sh));
+    std::vector<U> buf = opmath_buffer<U, scalar_t>(max_block(sh));
     for (int64_t task = begin; task < end; ++task) {
       // pass 1: the segment's mean per channel; pass 2: squared deviations from it, while the
       // segment is still in cache (exact for any offset, unlike a sum of squares)
@@ -263,7 +266,7 @@ void row_block_sums(const scalar_t* g, const scalar_t* saved, const NormGradTabl
   using V = Vec<U>;
   const V alpha(static_cast<U>(alpha_d));
   at::parallel_for(0, task_count(sh), task_grain(sh), [&](int64_t begin, int64_t end) {
-    std::vector<U> gbuf = opmath_buffer<U, scalar_t>(sh.segment * sh.c), sbuf(gbuf.size());
+    std::vector<U> gbuf = opmath_buffer<U, scalar_t>(max_block(sh)), sbuf(gbuf.size());
     for (int64_t task = begin; task < end; ++task) {
       const RowBlock b = row_block(sh, task);
       const U* gv = load_opmath(g + b.offset, b.rows * sh.c, gbuf.data());

@@ -88,6 +88,11 @@ class Case:
     # the reference's convolutions alone, taking the same inputs (medkern/bench/conv_only.py): the
     # floor of its time that no fusion around the convolutions goes below (model cases)
     conv_only: Optional[Callable[..., torch.Tensor]] = None
+    # False: the medkern twin holds its own parameters, laid out otherwise than the reference's (a
+    # model swapped with channels_last=True), both sets among the inputs: each contender
+    # differentiates its own and leaves the other's unused, and its speed-up includes the layout
+    # change's, which the convolution ceiling (python -m medkern.bench.ceiling) does not bound
+    shared_parameters: bool = True
 
     def contenders(self, device: torch.device) -> tuple[dict[str, Callable[..., torch.Tensor]], dict[str, str]]:
         """({name: callable}, {skipped contender: why}). ``compile`` is a fresh torch.compile

@@ -77,7 +77,7 @@ def run_case(case: Case, settings: Settings, show: Callable[..., None]) -> dict:
     upstream = torch.randn_like(expected)  # keeps the output's layout (e.g. channels_last)
     calls = {  # mode -> (contender -> a call that runs it once on the inputs)
         FWD: lambda fn: _no_grad_call(fn, inputs),
-        FWD_BWD: lambda fn: _grad_call(fn, inputs, upstream),
+        FWD_BWD: lambda fn: _grad_call(fn, inputs, upstream, allow_unused=not case.shared_parameters),
     }
 
     results: dict[str, dict[str, Any]] = {name: {} for name in contenders}
@@ -168,14 +168,15 @@ def _no_grad_call(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...]) -> C
     return call
 
 
-def _grad_call(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], upstream: torch.Tensor) -> Callable[[], Any]:
-    """Forward and backward of ``fn`` for the gradients of every input that requires one. Unused inputs
-    are allowed: twins whose parameters cannot be shared (different layouts) each differentiate their
-    own, and a convolution-only twin leaves the norms' parameters out."""
+def _grad_call(fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], upstream: torch.Tensor,
+               allow_unused: bool = False) -> Callable[[], Any]:
+    """Forward and backward of ``fn`` for the gradients of every input that requires one; an input
+    ``fn`` does not use is an error unless ``allow_unused`` (twins that do not share parameters, a
+    convolution-only twin without the norms' parameters)."""
     wrt = tuple(t for t in inputs if t.requires_grad)
 
     def call():
-        return torch.autograd.grad(fn(*inputs), wrt, upstream, allow_unused=True)
+        return torch.autograd.grad(fn(*inputs), wrt, upstream, allow_unused=allow_unused)
 
     return call
 

@@ -3,7 +3,8 @@ and after ``medkern.swap`` (the issue's targets: MONAI DynUNet and torchvision R
 medkern's reference U-Net against its plain-torch twin.
 
 Both models hold the same Parameter objects (the swapped copy's are replaced by the original's),
-so every contender differentiates the same inputs. MONAI and torchvision are the ``bench``
+so every contender differentiates the same inputs; except where swap lays out the copy channels-last
+(``*_swap_channels_last``): each twin then differentiates its own copy of the same values. MONAI and torchvision are the ``bench``
 extra's; without them these cases report the ImportError.
 """
 
@@ -57,7 +58,7 @@ def _twin_step_case(name: str, description: str, build_twins: Callable[[bool], t
 
     return Case(name=f"model/{name}", family="norm_act", description=description, setup=setup,
                 reference=step("torch"), fused=step("medkern"), targets=targets, tolerance=("model_step", "forward"),
-                max_rounds=MODEL_ROUNDS, conv_only=step("conv_only"))
+                max_rounds=MODEL_ROUNDS, conv_only=step("conv_only"), shared_parameters=shared)
 
 
 def _swapped_step_case(name: str, description: str, build: Callable[[bool], nn.Module],
