@@ -351,10 +351,9 @@ def swap(model: nn.Module, inplace: bool = False, include: Union[str, Iterable[s
             convolution follows its weight's layout, so the model then runs channels-last even on
             a default-layout input, and its convolutional outputs come out channels-last (same
             values; ``.view`` on them, or on those parameters, may need ``.reshape``; dropout
-            draws its mask in memory order, so the same seed drops other elements). On CPU this spares oneDNN a reorder of
-            every activation into its blocked layout and back; ``medkern bench --filter
-            swap_channels_last`` measures what it gives a model. Values and keys of the state_dict
-            are unchanged.
+            draws its mask in memory order, so the same seed drops other elements). ``medkern
+            bench --filter swap_channels_last`` measures what it gives a model. Values and keys of
+            the state_dict are unchanged.
 
     Returns the swapped model; ``medkern.swap_report(result)`` says what was swapped and what was
     left and why. Its ``state_dict`` has exactly the original's keys, shapes and values.
