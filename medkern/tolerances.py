@@ -97,8 +97,8 @@ TOLERANCES = {
     },
     # norm_act (tests/test_norm_act.py, tests/test_cnn_modules.py). The kernels fold statistics and
     # affine into y = act(x * scale + shift), accumulate per segment (4096 elements, 32768 in the
-    # CPU's channels-last blocks) in the op-math type and combine in float64; torch normalizes (x - mean) * rstd. Both lose digits as
-    # |mean| / std grows, most in tiny statistics groups (instance norm of 3 positions, whose std
+    # CPU's channels-last blocks) in the op-math type and combine in float64; torch normalizes
+    # (x - mean) * rstd. Both lose digits as |mean| / std grows, most in tiny statistics groups (instance norm of 3 positions, whose std
     # can be far below the channel offset), and the input gradient subtracts two group means from
     # dpre (cancellation), so errors are bounded against the largest value (atol's scale), not
     # each element. Half gradients are looser still: with memory_saving, xhat is recovered from y

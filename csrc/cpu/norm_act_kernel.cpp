@@ -56,14 +56,6 @@ void for_each_run(const NormShape& sh, int64_t task, Run&& run) {
 
 int64_t task_count(const NormShape& sh) { return (sh.interleaved ? sh.n : sh.n * sh.c) * sh.segments(); }
 
-// Where (n, c, segment) partial sums of task `task` go, for channel offset j of its runs.
-int64_t partial_index(const NormShape& sh, int64_t task, int64_t j) {
-  const int64_t k_count = sh.segments();
-  if (!sh.interleaved) return task;  // task = plane * K + k = (n * C + c) * K + k
-  const int64_t n = task / k_count, k = task % k_count;
-  return (n * sh.c + j) * k_count + k;
-}
-
 // Elements of the largest segment: a [rows, C] block when interleaved, else a run.
 int64_t max_block(const NormShape& sh) { return std::min(sh.segment, sh.s) * (sh.interleaved ? sh.c : 1); }
 
@@ -126,58 +118,74 @@ struct VecPair {
   VecPair operator+(const VecPair& o) const { return {a + o.a, b + o.b}; }
 };
 
-// Writes lanes [0, m) of v, channels i..i + m of segment `task`, into an [N, C, K] partial table.
+// Writes lanes [0, m) of v, channels i..i + m of interleaved segment `task` (sample n, segment k),
+// into an [N, C, K] partial table. (A planar task, (n * C + c) * K + k, is its own index there.)
 template <typename U>
 inline void store_partials(const NormShape& sh, int64_t task, int64_t i, int64_t m, const Vec<U>& v, U* out) {
   U lanes[Vec<U>::size()];
   v.store(lanes);
-  const int64_t k_count = sh.segments(), first = partial_index(sh, task, i);  // channel i + j: first + j * K
-  for (int64_t j = 0; j < m; ++j) out[first + j * k_count] = lanes[j];
+  const int64_t k_count = sh.segments(), n = task / k_count, k = task % k_count;
+  U* first = out + (n * sh.c + i) * k_count + k;  // channel i + j at first[j * K]
+  for (int64_t j = 0; j < m; ++j) first[j * k_count] = lanes[j];
 }
 
-template <typename scalar_t, bool Rows>
-void moments_rows(const scalar_t* x, const NormShape& sh, at::opmath_type<scalar_t>* mean_out,
-                  at::opmath_type<scalar_t>* m2_out) {
-  using U = at::opmath_type<scalar_t>;
+// Planar segment `task`, one (n, c, segment): its mean, then its squared deviations from it while
+// the segment is still in cache (exact for any offset, unlike a sum of squares).
+template <typename scalar_t, typename U = at::opmath_type<scalar_t>>
+void plane_moments(const scalar_t* x, const NormShape& sh, int64_t task, U* buf, U* mean_out, U* m2_out) {
   using V = Vec<U>;
+  V acc(U(0)), acc2(U(0));
+  int64_t count = 0;
+  for_each_run(sh, task, [&](int64_t off, int64_t len, int64_t) {
+    const U* v = load_opmath(x + off, len, buf);
+    for (int64_t i = 0; i < len; i += V::size()) {
+      const int64_t m = std::min<int64_t>(V::size(), len - i);
+      acc = acc + masked(V::loadu(v + i, m), m);
+    }
+    count += len;
+  });
+  const U run_mean = sum_lanes(acc) / static_cast<U>(count);
+  for_each_run(sh, task, [&](int64_t off, int64_t len, int64_t) {
+    const U* v = load_opmath(x + off, len, buf);
+    for (int64_t i = 0; i < len; i += V::size()) {
+      const int64_t m = std::min<int64_t>(V::size(), len - i);
+      const V d = V::loadu(v + i, m) - V(run_mean);
+      acc2 = acc2 + masked(d * d, m);
+    }
+  });
+  mean_out[task] = run_mean;
+  m2_out[task] = sum_lanes(acc2);
+}
+
+// The same for interleaved segment `task`, every channel at once: each channel vector's column of
+// the segment's [rows, C] block is summed in registers.
+template <typename scalar_t, typename U = at::opmath_type<scalar_t>>
+void row_block_moments(const scalar_t* x, const NormShape& sh, int64_t task, U* buf, U* mean_out, U* m2_out) {
+  using V = Vec<U>;
+  const RowBlock b = row_block(sh, task);
+  const U* block = load_opmath(x + b.offset, b.rows * sh.c, buf);
+  for (int64_t i = 0; i < sh.c; i += V::size()) {
+    const int64_t m = std::min<int64_t>(V::size(), sh.c - i);
+    const auto row = [&](int64_t r) { return V::loadu(block + r * sh.c + i, m); };
+    const V mean = sum_rows(b.rows, V(U(0)), row) / V(static_cast<U>(b.rows));
+    const V m2 = sum_rows(b.rows, V(U(0)), [&](int64_t r) {
+      const V d = row(r) - mean;
+      return d * d;
+    });
+    store_partials(sh, task, i, m, mean, mean_out);
+    store_partials(sh, task, i, m, m2, m2_out);
+  }
+}
+
+template <typename scalar_t, typename U = at::opmath_type<scalar_t>>
+void moments_of(const scalar_t* x, const NormShape& sh, U* mean_out, U* m2_out) {
   at::parallel_for(0, task_count(sh), task_grain(sh), [&](int64_t begin, int64_t end) {
     std::vector<U> buf = opmath_buffer<U, scalar_t>(max_block(sh));
     for (int64_t task = begin; task < end; ++task) {
-      // pass 1: the segment's mean per channel; pass 2: squared deviations from it, while the
-      // segment is still in cache (exact for any offset, unlike a sum of squares)
-      if constexpr (Rows) {
-        const RowBlock b = row_block(sh, task);
-        const U* block = load_opmath(x + b.offset, b.rows * sh.c, buf.data());
-        for (int64_t i = 0; i < sh.c; i += V::size()) {
-          const int64_t m = std::min<int64_t>(V::size(), sh.c - i);
-          const auto row = [&](int64_t r) { return V::loadu(block + r * sh.c + i, m); };
-          const V mean = sum_rows(b.rows, V(U(0)), row) / V(static_cast<U>(b.rows));
-          const V m2 = sum_rows(b.rows, V(U(0)), [&](int64_t r) { return (row(r) - mean) * (row(r) - mean); });
-          store_partials(sh, task, i, m, mean, mean_out);
-          store_partials(sh, task, i, m, m2, m2_out);
-        }
+      if (sh.interleaved) {
+        row_block_moments(x, sh, task, buf.data(), mean_out, m2_out);
       } else {
-        V acc(U(0)), acc2(U(0));
-        int64_t count = 0;
-        for_each_run(sh, task, [&](int64_t off, int64_t len, int64_t) {
-          const U* v = load_opmath(x + off, len, buf.data());
-          for (int64_t i = 0; i < len; i += V::size()) {
-            const int64_t m = std::min<int64_t>(V::size(), len - i);
-            acc = acc + masked(V::loadu(v + i, m), m);
-          }
-          count += len;
-        });
-        const U run_mean = sum_lanes(acc) / static_cast<U>(count);
-        for_each_run(sh, task, [&](int64_t off, int64_t len, int64_t) {
-          const U* v = load_opmath(x + off, len, buf.data());
-          for (int64_t i = 0; i < len; i += V::size()) {
-            const int64_t m = std::min<int64_t>(V::size(), len - i);
-            const V d = V::loadu(v + i, m) - V(run_mean);
-            acc2 = acc2 + masked(d * d, m);
-          }
-        });
-        mean_out[task] = run_mean;
-        m2_out[task] = sum_lanes(acc2);
+        plane_moments(x, sh, task, buf.data(), mean_out, m2_out);
       }
     }
   });
@@ -314,11 +322,7 @@ void moments(at::ScalarType dtype, const void* x, const NormShape& sh, void* mea
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "medkern::norm_act", [&] {
     using U = at::opmath_type<scalar_t>;
     auto* xp = static_cast<const scalar_t*>(x);
-    if (sh.interleaved) {
-      moments_rows<scalar_t, true>(xp, sh, static_cast<U*>(mean), static_cast<U*>(m2));
-    } else {
-      moments_rows<scalar_t, false>(xp, sh, static_cast<U*>(mean), static_cast<U*>(m2));
-    }
+    moments_of(xp, sh, static_cast<U*>(mean), static_cast<U*>(m2));
   });
 }
 

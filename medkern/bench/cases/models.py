@@ -4,8 +4,8 @@ medkern's reference U-Net against its plain-torch twin.
 
 Both models hold the same Parameter objects (the swapped copy's are replaced by the original's),
 so every contender differentiates the same inputs; except where swap lays out the copy channels-last
-(``*_swap_channels_last``): each twin then differentiates its own copy of the same values. MONAI and torchvision are the ``bench``
-extra's; without them these cases report the ImportError.
+(``*_swap_channels_last``): each twin then differentiates its own copy of the same values. MONAI and
+torchvision are the ``bench`` extra's; without them these cases report the ImportError.
 """
 
 from __future__ import annotations
@@ -196,10 +196,13 @@ def custom_model_cases(spec: str, input_shape: tuple[int, ...], channels_last: b
             raise TypeError(f"--model {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
         return model
 
+    def shape(quick: bool) -> tuple[int, ...]:
+        return input_shape
+
     described = f"{spec}, input {'x'.join(map(str, input_shape))}: a training step"
-    cases = [_swapped_step_case(spec, f"{described}, medkern.swap vs the original", build, lambda quick: input_shape, ())]
+    cases = [_swapped_step_case(spec, f"{described}, medkern.swap vs the original", build, shape, ())]
     if channels_last:
         cases.append(_swapped_step_case(
             f"{spec}_swap_channels_last", f"{described}, medkern.swap(model, channels_last=True) vs the original",
-            build, lambda quick: input_shape, (), channels_last=True))
+            build, shape, (), channels_last=True))
     return tuple(cases)
