@@ -131,13 +131,25 @@ C10_HOST_DEVICE inline void norm_for_lane_members(const NormTableView<U>& v, con
 
 // Group g's mean and variance combine its segments exactly (Chan et al.): the mean of the
 // segment means weighted by their counts (first sum), then each segment's squared deviations
-// plus its count times its mean's squared distance from the group mean (second sum).
+// plus its count times its mean's squared distance from the group mean (second sum). The terms
+// of member `at` (segment k) are separate functions so a host summing many channels side by side
+// (csrc/cpu/norm_act_kernel.cpp) adds the very same terms.
+template <typename U>
+C10_HOST_DEVICE inline double norm_statistics_sum_term(const NormTableView<U>& v, int64_t at, int64_t k) {
+  return v.segment_count(k) * static_cast<double>(v.part_a[at]);
+}
+
+template <typename U>
+C10_HOST_DEVICE inline double norm_statistics_m2_term(const NormTableView<U>& v, int64_t at, int64_t k, double mean) {
+  const double d = static_cast<double>(v.part_a[at]) - mean;
+  return static_cast<double>(v.part_b[at]) + v.segment_count(k) * d * d;
+}
+
 template <typename U>
 C10_HOST_DEVICE inline double norm_statistics_sum(const NormTableView<U>& v, int64_t g, int64_t lane, int64_t lanes) {
   double sum = 0;
-  norm_for_lane_members(v, v.group_planes(g), lane, lanes, [&](int64_t at, int64_t k, int64_t) {
-    sum += v.segment_count(k) * static_cast<double>(v.part_a[at]);
-  });
+  norm_for_lane_members(v, v.group_planes(g), lane, lanes,
+                        [&](int64_t at, int64_t k, int64_t) { sum += norm_statistics_sum_term(v, at, k); });
   return sum;
 }
 
@@ -145,10 +157,8 @@ template <typename U>
 C10_HOST_DEVICE inline double norm_statistics_m2(const NormTableView<U>& v, int64_t g, double mean, int64_t lane,
                                                  int64_t lanes) {
   double m2 = 0;
-  norm_for_lane_members(v, v.group_planes(g), lane, lanes, [&](int64_t at, int64_t k, int64_t) {
-    const double d = static_cast<double>(v.part_a[at]) - mean;
-    m2 += static_cast<double>(v.part_b[at]) + v.segment_count(k) * d * d;
-  });
+  norm_for_lane_members(v, v.group_planes(g), lane, lanes,
+                        [&](int64_t at, int64_t k, int64_t) { m2 += norm_statistics_m2_term(v, at, k, mean); });
   return m2;
 }
 
@@ -180,14 +190,26 @@ C10_HOST_DEVICE inline void norm_plane_coefficients(const NormTableView<U>& v, i
   }
 }
 
+// The gradient sums' terms of member `at` of channel c: dpre and dpre * xhat (kGradParameters,
+// -> dbias and dweight), or dxhat = dpre * gamma and dxhat * xhat (kGradGroups).
+template <typename U>
+C10_HOST_DEVICE inline void norm_grad_terms(const NormTableView<U>& v, NormTableStep step, int64_t at, int64_t c,
+                                            double& a, double& b) {
+  const double gamma = step == NormTableStep::kGradGroups ? v.gamma_of(c) : 1.0;
+  a = static_cast<double>(v.part_a[at]) * gamma;
+  b = static_cast<double>(v.part_b[at]) * gamma;
+}
+
 // Channel c's sums of dpre (-> dbias) and dpre * xhat (-> dweight) over every sample and segment.
 template <typename U>
 C10_HOST_DEVICE inline void norm_channel_grad_sums(const NormTableView<U>& v, int64_t c, int64_t lane, int64_t lanes,
                                                    double& a, double& b) {
   a = b = 0;
   norm_for_lane_members(v, v.channel_planes(c), lane, lanes, [&](int64_t at, int64_t, int64_t) {
-    a += static_cast<double>(v.part_a[at]);
-    b += static_cast<double>(v.part_b[at]);
+    double ta, tb;
+    norm_grad_terms(v, NormTableStep::kGradParameters, at, c, ta, tb);
+    a += ta;
+    b += tb;
   });
 }
 
@@ -203,9 +225,10 @@ C10_HOST_DEVICE inline void norm_group_grad_sums(const NormTableView<U>& v, int6
                                                  double& a, double& b) {
   a = b = 0;
   norm_for_lane_members(v, v.group_planes(g), lane, lanes, [&](int64_t at, int64_t, int64_t c) {
-    const double gamma = v.gamma_of(c);
-    a += static_cast<double>(v.part_a[at]) * gamma;
-    b += static_cast<double>(v.part_b[at]) * gamma;
+    double ta, tb;
+    norm_grad_terms(v, NormTableStep::kGradGroups, at, c, ta, tb);
+    a += ta;
+    b += tb;
   });
 }
 
@@ -223,6 +246,17 @@ C10_HOST_DEVICE inline void norm_grad_finish(const NormTableView<U>& v, int64_t 
   v.k3[nc] = static_cast<U>(-v.rstd[g] * v.group_dxhat[g]);
 }
 
+// Entry i's results of a gradient reduction step from its sums.
+template <typename U>
+C10_HOST_DEVICE inline void norm_grad_sums_write(const NormTableView<U>& v, NormTableStep step, int64_t i, double a,
+                                                 double b) {
+  if (step == NormTableStep::kGradParameters) {
+    norm_grad_parameters_write(v, i, a, b);
+  } else {
+    norm_grad_group_means_write(v, i, a, b);
+  }
+}
+
 C10_HOST_DEVICE inline bool norm_table_per_plane(NormTableStep step) {
   return step == NormTableStep::kForward || step == NormTableStep::kGrad || step == NormTableStep::kGradFinish;
 }
@@ -230,6 +264,32 @@ C10_HOST_DEVICE inline bool norm_table_per_plane(NormTableStep step) {
 C10_HOST_DEVICE inline bool norm_table_reduces(NormTableStep step) {
   return step == NormTableStep::kStatistics || step == NormTableStep::kGradParameters ||
          step == NormTableStep::kGradGroups;
+}
+
+// Whether a reduction step's entry i is channel i, summing the [N, C, K] partials of that channel
+// (dweight and dbias always; the statistics and group means when the groups are channels).
+template <typename U>
+C10_HOST_DEVICE inline bool norm_table_entries_are_channels(const NormTableView<U>& v, NormTableStep step) {
+  return step == NormTableStep::kGradParameters || v.group_kind() == NormKind::kBatch;
+}
+
+// The [N * C] tables a per-plane step writes, in `out` (at most 6); returns how many. With
+// channel groups (group_kind() kBatch) every sample's row of them is the same.
+template <typename U>
+C10_HOST_DEVICE inline int norm_plane_outputs(const NormTableView<U>& v, NormTableStep step, U** out) {
+  if (step == NormTableStep::kForward) {
+    out[0] = v.scale;
+    out[1] = v.shift;
+    return 2;
+  }
+  out[0] = v.k2;
+  out[1] = v.k3;
+  if (step == NormTableStep::kGradFinish) return 2;
+  out[2] = v.scale;
+  out[3] = v.shift;
+  out[4] = v.xs;
+  out[5] = v.xo;
+  return 6;
 }
 
 // Entries of `step`: what a device's loop or grid covers.
@@ -270,12 +330,7 @@ C10_HOST_DEVICE inline void norm_reduction_entry(const NormTableView<U>& v, Norm
   }
   a = sum(a);
   b = sum(b);
-  if (lane != 0) return;
-  if (step == NormTableStep::kGradParameters) {
-    norm_grad_parameters_write(v, i, a, b);
-  } else {
-    norm_grad_group_means_write(v, i, a, b);
-  }
+  if (lane == 0) norm_grad_sums_write(v, step, i, a, b);
 }
 
 struct NormOneLane {

@@ -381,21 +381,84 @@ void grad_input(at::ScalarType dtype, Act act, double alpha, bool from_output, c
   });
 }
 
+// Channels one task of a channel reduction sums side by side.
+constexpr int64_t kTableChannels = 64;
+
+// Reduction step `step` for channels [c0, c0 + width) (norm_table_entries_are_channels). Each
+// channel's members are summed in the one-lane order (sample, then segment), so its sums are
+// norm_reduction_entry's bit for bit; but the block's channels take turns member by member, so
+// their sums are independent chains that overlap instead of one long chain of double adds per
+// channel, and the loads of a member are adjacent across the block.
+template <typename U>
+void channel_block_reduction(const NormTableView<U>& v, NormTableStep step, int64_t c0, int64_t width) {
+  const int64_t k_count = v.segments();
+  const auto for_members = [&](const auto& add) {
+    for (int64_t n = 0; n < v.shape.n; ++n) {
+      for (int64_t k = 0; k < k_count; ++k) {
+        const int64_t first = (n * v.shape.c + c0) * k_count + k;
+        for (int64_t j = 0; j < width; ++j) add(j, first + j * k_count, k);
+      }
+    }
+  };
+  double a[kTableChannels] = {}, b[kTableChannels] = {};
+  if (step == NormTableStep::kStatistics) {
+    for_members([&](int64_t j, int64_t at, int64_t k) { a[j] += norm_statistics_sum_term(v, at, k); });
+    for (int64_t j = 0; j < width; ++j) a[j] /= v.group_count();  // the mean
+    for_members([&](int64_t j, int64_t at, int64_t k) { b[j] += norm_statistics_m2_term(v, at, k, a[j]); });
+    for (int64_t j = 0; j < width; ++j) norm_statistics_write(v, c0 + j, a[j], b[j]);
+    return;
+  }
+  for_members([&](int64_t j, int64_t at, int64_t) {
+    double ta, tb;
+    norm_grad_terms(v, step, at, c0 + j, ta, tb);
+    a[j] += ta;
+    b[j] += tb;
+  });
+  for (int64_t j = 0; j < width; ++j) norm_grad_sums_write(v, step, c0 + j, a[j], b[j]);
+}
+
+// A per-plane step. With channel groups every sample's row of the [N, C] tables is the same, so
+// sample 0's is computed and copied.
+template <typename U>
+void plane_tables(NormTableStep step, const NormTableView<U>& view) {
+  const int64_t n_count = view.shape.n, c_count = view.shape.c;
+  const bool same_rows = view.group_kind() == NormKind::kBatch;
+  for (int64_t n = 0; n < (same_rows ? std::min<int64_t>(n_count, 1) : n_count); ++n) {
+    for (int64_t c = 0; c < c_count; ++c) norm_plane_entry(view, step, n, c);
+  }
+  if (!same_rows) return;
+  U* outputs[6];
+  const int count = norm_plane_outputs(view, step, outputs);
+  for (int i = 0; i < count; ++i) {
+    for (int64_t n = 1; n < n_count; ++n) std::copy(outputs[i], outputs[i] + c_count, outputs[i] + n * c_count);
+  }
+}
+
 // The tables are small (an entry per statistics group, (n, c) plane or channel): one thread
 // walks them, cheaper than starting a parallel region, unless a reduction step's entries sum
 // many partials (channels_last volumes have thousands of segments per plane).
 template <typename U>
 void tables(NormTableStep step, const NormTableView<U>& view) {
   if (norm_table_per_plane(step)) {
-    for (int64_t n = 0; n < view.shape.n; ++n) {
-      for (int64_t c = 0; c < view.shape.c; ++c) norm_plane_entry(view, step, n, c);
-    }
+    plane_tables(step, view);
     return;
   }
   const int64_t entries = norm_table_entries(view, step);
   const int64_t partials = view.shape.n * view.shape.c * view.segments();
   const int64_t per_entry = std::max<int64_t>(1, partials / std::max<int64_t>(1, entries));
-  const int64_t grain = norm_table_reduces(step) ? (int64_t{1} << 16) / per_entry : entries;
+  const int64_t task_partials = int64_t{1} << 16;
+  if (norm_table_reduces(step) && norm_table_entries_are_channels(view, step)) {
+    const int64_t blocks = (entries + kTableChannels - 1) / kTableChannels;
+    const int64_t grain = std::max<int64_t>(1, task_partials / (kTableChannels * per_entry));
+    at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t c0 = i * kTableChannels;
+        channel_block_reduction(view, step, c0, std::min(kTableChannels, entries - c0));
+      }
+    });
+    return;
+  }
+  const int64_t grain = norm_table_reduces(step) ? task_partials / per_entry : entries;
   at::parallel_for(0, entries, std::max<int64_t>(1, grain), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) norm_table_entry(view, step, i);
   });
