@@ -56,3 +56,13 @@ def cuda_archs() -> list[str]:
 
 def cuda_version() -> Optional[str]:
     return _C.cuda_version if has_cuda() else None
+
+
+def rnn_cpu_gemm(choice: Optional[str] = None) -> Optional[str]:
+    """Which GEMM the CPU's RNN kernels use for their fixed weights: "medkern" (its own, chosen
+    where MKL runs its generic code path, i.e. on CPUs other than Intel's) or "library" (MKL, or
+    at::mm). ``choice`` ("auto", "library", "medkern") sets it for the process, for tests and
+    comparisons. None without the extension (or with one built before the setting existed)."""
+    if _C is None or not hasattr(_C, "rnn_cpu_gemm"):
+        return None
+    return _C.rnn_cpu_gemm(choice)

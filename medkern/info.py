@@ -33,6 +33,7 @@ def info() -> dict:
         "backend": backend.active(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_kernels_for": getattr(_extension._C, "cpu_capability", None),  # medkern's kernel variant in use
+        "rnn_cpu_gemm": _extension.rnn_cpu_gemm(),
         "threads": torch.get_num_threads(),
     }
 

@@ -177,6 +177,7 @@ def test_info_reports_the_installation():
     assert info["cuda_kernels"] == _extension.has_cuda()
     assert info["backend"] == medkern.backend.active()
     assert info["gpu"] is None or "sm_" in info["gpu"]
+    assert info["rnn_cpu_gemm"] in ("medkern", "library")
     from medkern.info import format_info
 
     rendered = format_info(info)

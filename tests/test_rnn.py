@@ -190,7 +190,50 @@ def test_non_contiguous_inputs(target):
         tolerances.assert_close(a, e, "rnn", "grad", torch.float64)
 
 
-def test_results_do_not_depend_on_the_thread_count():
+@pytest.fixture(params=["library", "medkern"])
+def rnn_cpu_gemm(request):
+    """Runs a test with each GEMM the CPU's RNN kernels can use for their fixed weights (the
+    choice is per process; "auto" is restored after)."""
+    from medkern import _extension
+
+    if _extension.rnn_cpu_gemm() is None:
+        pytest.skip("the compiled extension is not loaded")
+    if _extension.rnn_cpu_gemm(request.param) != request.param:
+        _extension.rnn_cpu_gemm("auto")
+        pytest.skip(f"the {request.param} GEMM is not available on this CPU (medkern's needs AVX2 or AVX-512)")
+    yield request.param
+    _extension.rnn_cpu_gemm("auto")
+
+
+# Shapes for medkern's packed GEMM (csrc/cpu/gemm_kernel.cpp): rows that are not a whole number
+# of its row blocks (6 or 8), gate columns that are not a whole number of its panels (16 or 32),
+# one input column, and a projection (a second fixed weight).
+GEMM_CASES = [
+    Case("lstm", steps=4, batch=13, hidden=20),
+    Case("gru", steps=3, batch=17, hidden=70, reverse=True),
+    Case("rnn_tanh", steps=6, batch=9, hidden=1),
+    Case("lstm", steps=5, batch=8, hidden=40, proj=24, lengths=(5, 2, 4, 1, 5, 3, 0, 5)),
+]
+
+
+@pytest.mark.parametrize("case", CASES + GEMM_CASES, ids=[c.id for c in CASES + GEMM_CASES])
+def test_cpu_gemm_choices_match_the_reference(rnn_cpu_gemm, case):
+    inputs = make_inputs(case, torch.float32)
+    with medkern.use_backend("cpu"):
+        actual = outputs_and_grads(case, inputs)
+    assert_matches(actual, oracle(case, inputs, torch.float32), torch.float32, f"{rnn_cpu_gemm} {case.id}")
+
+
+def test_an_unknown_cpu_gemm_choice_is_refused():
+    from medkern import _extension
+
+    if _extension.rnn_cpu_gemm() is None:
+        pytest.skip("the compiled extension is not loaded")
+    with pytest.raises(ValueError, match="rnn_cpu_gemm: choice must be 'auto', 'library' or 'medkern', got 'fast'"):
+        _extension.rnn_cpu_gemm("fast")
+
+
+def test_results_do_not_depend_on_the_thread_count(rnn_cpu_gemm):
     case = Case("lstm", steps=4, batch=64, hidden=40, norm_h=True, norm_c=True, bias=False, lengths=None)
     inputs = make_inputs(case, torch.float32)
     threads = torch.get_num_threads()

@@ -3,18 +3,51 @@
 
 #include <torch/library.h>
 
+#include <atomic>
+
 #include "../rnn_op.h"
 #include "capability.h"
+#include "gemm_kernel.h"
 #include "packed_gemm.h"
+#include "rnn_gemm.h"
 #include "rnn_kernel.h"
 
 namespace medkern::cpu {
 namespace {
 
+std::atomic<RnnGemm> g_rnn_gemm{RnnGemm::kAuto};
+
+// MKL picks its code path by CPU vendor: on others than Intel's it runs a generic one at about
+// half the speed of the vector units (csrc/cpu/gemm_kernel.cpp).
+bool mkl_generic_path() {
+#if defined(__x86_64__) || defined(_M_X64)
+  return !__builtin_cpu_is("intel");
+#else
+  return false;
+#endif
+}
+
+FixedRightGemmPlanner vector_planner() {
+  static const FixedRightGemmPlanner planner = MEDKERN_CPU_KERNELS(vector_gemm_planner);
+  return planner;
+}
+
+bool uses_vector_gemm() {
+  const RnnGemm choice = g_rnn_gemm.load();
+  return vector_planner() != nullptr && (choice == RnnGemm::kMedkern || (choice == RnnGemm::kAuto && mkl_generic_path()));
+}
+
+std::unique_ptr<FixedRightGemm> plan_gemm(const at::Tensor& b, int64_t rows, int64_t calls) {
+  if (uses_vector_gemm()) {
+    if (auto planned = vector_planner()(b, rows, calls)) return planned;
+  }
+  return plan_packed_gemm(b, rows, calls);
+}
+
 const RnnKernels& kernels() {
   static const RnnKernels chosen = [] {
     RnnKernels k = MEDKERN_CPU_KERNELS(rnn_kernels);
-    k.plan_gemm = &plan_packed_gemm;
+    k.plan_gemm = &plan_gemm;
     return k;
   }();
   return chosen;
@@ -43,6 +76,10 @@ auto rnn_sequence_backward_cpu(const at::Tensor& grad_states, const OptTensor& g
 }
 
 }  // namespace
+
+void set_rnn_gemm(RnnGemm choice) { g_rnn_gemm.store(choice); }
+
+const char* rnn_gemm_in_use() { return uses_vector_gemm() ? "medkern" : "library"; }
 
 TORCH_LIBRARY_IMPL(medkern, CPU, m) {
   m.impl("rnn_sequence", &rnn_sequence_cpu);
