@@ -41,6 +41,22 @@ def _seed_and_backend():
         yield
 
 
+@pytest.fixture(params=["library", "medkern"])
+def rnn_cpu_gemm(request):
+    """Runs a test with each choice of GEMMs for the CPU's RNNs: "library" (MKL, F.linear) and
+    "medkern" (its packed GEMM per step, oneDNN's linear for the input projection). The choice is
+    per process; "auto" is restored after."""
+    from medkern import _extension
+
+    if _extension.rnn_cpu_gemm() is None:
+        pytest.skip("the compiled extension is not loaded")
+    if _extension.rnn_cpu_gemm(request.param) != request.param:
+        _extension.rnn_cpu_gemm("auto")
+        pytest.skip(f"the {request.param} GEMM is not available on this CPU (medkern's needs AVX2 or AVX-512)")
+    yield request.param
+    _extension.rnn_cpu_gemm("auto")
+
+
 def run_python(code: str, **env) -> subprocess.CompletedProcess:
     """``python -c code`` (dedented) in a fresh process; ``env`` entries set variables (None unsets
     one). The caller's MEDKERN_BACKEND does not leak in."""

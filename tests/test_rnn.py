@@ -190,21 +190,6 @@ def test_non_contiguous_inputs(target):
         tolerances.assert_close(a, e, "rnn", "grad", torch.float64)
 
 
-@pytest.fixture(params=["library", "medkern"])
-def rnn_cpu_gemm(request):
-    """Runs a test with each GEMM the CPU's RNN kernels can use for their fixed weights (the
-    choice is per process; "auto" is restored after)."""
-    from medkern import _extension
-
-    if _extension.rnn_cpu_gemm() is None:
-        pytest.skip("the compiled extension is not loaded")
-    if _extension.rnn_cpu_gemm(request.param) != request.param:
-        _extension.rnn_cpu_gemm("auto")
-        pytest.skip(f"the {request.param} GEMM is not available on this CPU (medkern's needs AVX2 or AVX-512)")
-    yield request.param
-    _extension.rnn_cpu_gemm("auto")
-
-
 # Shapes for medkern's packed GEMM (csrc/cpu/gemm_kernel.cpp): rows that are not a whole number
 # of its row blocks (6 or 8), gate columns that are not a whole number of its panels (16 or 32),
 # one input column, and a projection (a second fixed weight).

@@ -210,6 +210,18 @@ def test_matches_torch_module(cfg, dtype, backend):
     assert_same(got_outs, got_grads, want_outs, want_grads, dtype, str(cfg))
 
 
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[f"{i:02d}-{c.kind}" for i, c in enumerate(CONFIGS)])
+def test_matches_torch_module_with_each_cpu_gemm(cfg, rnn_cpu_gemm):
+    """The float32 parity above with each choice of the CPU's GEMMs, whichever this CPU picks."""
+    reference = torch_module(cfg, torch.float32).eval()
+    module = MEDKERN_CLASSES[cfg.kind].from_torch(reference)
+    make_input, leaf, hx, states, _ = make_inputs(cfg, torch.float32)
+    want_outs, want_grads, _ = run_with_grads(reference, make_input, leaf, hx, states)
+    with medkern.use_backend("cpu"):
+        got_outs, got_grads, _ = run_with_grads(module, make_input, leaf, hx, states)
+    assert_same(got_outs, got_grads, want_outs, want_grads, torch.float32, f"{rnn_cpu_gemm} {cfg}")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_inter_layer_dropout_in_training_is_f_dropout_of_each_layer_output(backend):
     """In training, layer k + 1 reads F.dropout(output of layer k) (the same draws, by seeding);

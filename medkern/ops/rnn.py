@@ -1,8 +1,8 @@
 """medkern.ops.rnn: fused recurrent sequences (LSTM, GRU, Elman RNN; layer-norm variants).
 
 ``rnn_layer`` runs one layer in one direction: the input projection of all steps as one GEMM
-(``F.linear``, whose autograd gives the input and ``weight_ih`` gradients as GEMMs over the whole
-sequence), then ``rnn_sequence``, the recurrence: per step one GEMM ``h @ weight_hh.T`` and one
+(``F.linear``, or oneDNN's where MKL is slow: medkern/ops/projection.py; its autograd gives the
+input and ``weight_ih`` gradients as GEMMs over the whole sequence), then ``rnn_sequence``, the recurrence: per step one GEMM ``h @ weight_hh.T`` and one
 fused pointwise kernel for all gates (and the layer norms), and in backward per step one GEMM
 and one fused kernel, with ``weight_hh``'s gradient as one GEMM over the sequence. Formulas:
 medkern/reference/rnn.py.
@@ -27,6 +27,7 @@ from .. import _extension, backend
 from .._args import check_companion, check_float_tensor
 from ..reference import rnn as reference
 from ..reference.rnn import CELLS, GATES, opmath_dtype
+from .projection import project
 
 OP = "medkern.ops.rnn_sequence"
 DEFAULT_EPS = 1e-5
@@ -250,7 +251,7 @@ def rnn_layer(
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
     if not isinstance(weight_ih, torch.Tensor) or weight_ih.dim() != 2 or weight_ih.shape[1] != x.shape[2]:
         raise ValueError(f"medkern.ops.rnn_layer: weight_ih must be (G, {x.shape[2]}) for x of input size {x.shape[2]}")
-    xproj = F.linear(x, weight_ih, bias_ih)
+    xproj = project(x, weight_ih, bias_ih)
     if norm_x is not None:
         xproj = F.layer_norm(xproj, xproj.shape[-1:], norm_x[0].to(xproj.dtype), norm_x[1].to(xproj.dtype), eps)
     states, cells = rnn_sequence(xproj, weight_hh, bias_hh, h0, c0, cell=cell, lengths=lengths, reverse=reverse,

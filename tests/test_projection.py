@@ -1,0 +1,61 @@
+"""medkern.ops.projection: an RNN layer's input projection, through oneDNN's linear where the
+CPU's RNN GEMMs are medkern's (MKL's generic code path), else F.linear."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medkern import tolerances
+from medkern.ops import projection
+
+
+def _args(shape=(7, 5, 12), out=40, bias=True, dtype=torch.float32):
+    x = torch.randn(shape, dtype=dtype, requires_grad=True)
+    w = (torch.randn(out, shape[-1], dtype=dtype) / 3).requires_grad_()
+    b = torch.randn(out, dtype=dtype, requires_grad=True) if bias else None
+    return x, w, b
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("shape", [(7, 5, 12), (1, 1, 1), (3, 33, 17)], ids=str)
+def test_matches_f_linear_forward_and_backward(rnn_cpu_gemm, shape, bias):
+    x, w, b = _args(shape, bias=bias)
+    assert projection.uses_onednn(x, w, b) == (rnn_cpu_gemm == "medkern" and torch.backends.mkldnn.is_available())
+    leaves = [t for t in (x, w, b) if t is not None]
+    y = projection.project(x, w, b)
+    upstream = torch.randn_like(y)
+    got = torch.autograd.grad(y, leaves, upstream)
+    y_ref = F.linear(x, w, b)
+    want = torch.autograd.grad(y_ref, leaves, upstream)
+    tolerances.assert_close(y, y_ref, "rnn", "forward", torch.float32)
+    for g, e in zip(got, want):
+        tolerances.assert_close(g, e, "rnn", "grad", torch.float32)
+
+
+def test_non_contiguous_input(rnn_cpu_gemm):
+    x, w, b = _args((5, 7, 12))
+    xt = x.transpose(0, 1)  # (7, 5, 12), not contiguous
+    y = projection.project(xt, w, b)
+    tolerances.assert_close(y, F.linear(xt, w, b), "rnn", "forward", torch.float32)
+    g = torch.autograd.grad(y.square().sum(), x)[0]
+    tolerances.assert_close(g, torch.autograd.grad(F.linear(xt, w, b).square().sum(), x)[0], "rnn", "grad",
+                            torch.float32)
+
+
+def test_second_order_gradients(rnn_cpu_gemm):
+    x, w, b = _args()
+    results = []
+    for fn in (projection.project, F.linear):
+        (gx,) = torch.autograd.grad(fn(x, w, b).square().sum(), x, create_graph=True)
+        results.append(torch.autograd.grad(gx.square().sum(), (x, w, b)))
+    for g, e in zip(*results):
+        tolerances.assert_close(g, e, "rnn", "grad", torch.float32)
+
+
+def test_f_linear_runs_where_onednn_would_not(rnn_cpu_gemm):
+    x, w, b = _args()
+    assert not projection.uses_onednn(x.double(), w.double(), b.double())  # float32 only
+    assert not projection.uses_onednn(x[:0], w, b)  # empty
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not projection.uses_onednn(x, w, b)
+        assert projection.project(x, w, b).dtype == torch.bfloat16  # autocast's F.linear
