@@ -190,14 +190,16 @@ def test_non_contiguous_inputs(target):
         tolerances.assert_close(a, e, "rnn", "grad", torch.float64)
 
 
-# Shapes for medkern's packed GEMM (csrc/cpu/gemm_kernel.cpp): rows that are not a whole number
+# Shapes for medkern's packed GEMMs (csrc/cpu/gemm_kernel.cpp): rows that are not a whole number
 # of its row blocks (6 or 8), gate columns that are not a whole number of its panels (16 or 32),
-# one input column, and a projection (a second fixed weight).
+# one input column, a projection (a second fixed weight), and weight_hh's gradient summed over
+# more than one block of 256 steps x samples.
 GEMM_CASES = [
     Case("lstm", steps=4, batch=13, hidden=20),
     Case("gru", steps=3, batch=17, hidden=70, reverse=True),
     Case("rnn_tanh", steps=6, batch=9, hidden=1),
     Case("lstm", steps=5, batch=8, hidden=40, proj=24, lengths=(5, 2, 4, 1, 5, 3, 0, 5)),
+    Case("lstm", steps=40, batch=9, hidden=37, lengths=None),
 ]
 
 
@@ -219,7 +221,7 @@ def test_an_unknown_cpu_gemm_choice_is_refused():
 
 
 def test_results_do_not_depend_on_the_thread_count(rnn_cpu_gemm):
-    case = Case("lstm", steps=4, batch=64, hidden=40, norm_h=True, norm_c=True, bias=False, lengths=None)
+    case = Case("lstm", steps=5, batch=64, hidden=40, norm_h=True, norm_c=True, bias=False, lengths=None)
     inputs = make_inputs(case, torch.float32)
     threads = torch.get_num_threads()
     try:
@@ -231,6 +233,9 @@ def test_results_do_not_depend_on_the_thread_count(rnn_cpu_gemm):
         torch.set_num_threads(threads)
     for a, b in zip([one[0], one[1]], [many[0], many[1]]):
         assert torch.equal(a, b)
+    if rnn_cpu_gemm == "medkern":  # its GEMMs sum in a fixed order too: xproj's and weight_hh's gradients
+        for a, b in zip(one[2][:2], many[2][:2]):
+            assert torch.equal(a, b)
 
 
 def test_torch_compile_traces_forward_and_backward():

@@ -312,6 +312,8 @@ struct RnnKernels {
   void (*cell_backward)(at::ScalarType dtype, const RnnParams& p, const RnnBackwardStep& st);
   // the GEMMs with the recurrent weights, prepared once per sequence (nullptr: at::mm_out)
   FixedRightGemmPlanner plan_gemm = nullptr;
+  // a.T @ b for a (K, M) and b (K, N): weight_hh's gradient over every step (nullptr: at::mm)
+  at::Tensor (*transposed_product)(const at::Tensor& a, const at::Tensor& b) = nullptr;
 };
 
 }  // namespace medkern

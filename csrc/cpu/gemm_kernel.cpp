@@ -22,6 +22,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "gemm_kernel.h"
 
@@ -60,11 +61,16 @@ struct Strided {
   int64_t row, col;
 };
 
-// out[0:R, 0:width] = a[0:R, :] @ panel.
+// out[0:R, 0:width] = a[0:R, :] @ panel, or += with `accumulate`.
 template <int64_t R>
-void multiply_rows(const Strided& a, const float* panel, int64_t k_count, float* out, int64_t ldo, int64_t width) {
+void multiply_rows(const Strided& a, const float* panel, int64_t k_count, float* out, int64_t ldo, int64_t width,
+                   bool accumulate) {
+  const int64_t first = std::min<int64_t>(width, V::size()), second = width - first;
   Reg lo[R], hi[R];
-  for (int64_t r = 0; r < R; ++r) lo[r] = hi[r] = reg_zero();
+  for (int64_t r = 0; r < R; ++r) {
+    lo[r] = accumulate ? Reg(V::loadu(out + r * ldo, first)) : reg_zero();
+    hi[r] = accumulate && second > 0 ? Reg(V::loadu(out + r * ldo + V::size(), second)) : reg_zero();
+  }
   for (int64_t k = 0; k < k_count; ++k) {
     const Reg b0 = reg_load(panel + k * kPanel), b1 = reg_load(panel + k * kPanel + V::size());
     const float* column = a.a + k * a.col;
@@ -74,7 +80,6 @@ void multiply_rows(const Strided& a, const float* panel, int64_t k_count, float*
       hi[r] = reg_fma(ar, b1, hi[r]);
     }
   }
-  const int64_t first = std::min<int64_t>(width, V::size()), second = width - first;
   for (int64_t r = 0; r < R; ++r) {
     V(lo[r]).store(out + r * ldo, first);
     if (second > 0) V(hi[r]).store(out + r * ldo + V::size(), second);
@@ -83,11 +88,28 @@ void multiply_rows(const Strided& a, const float* panel, int64_t k_count, float*
 
 template <int64_t R = kRows>
 void multiply_tail(int64_t rows, const Strided& a, const float* panel, int64_t k_count, float* out, int64_t ldo,
-                   int64_t width) {
+                   int64_t width, bool accumulate = false) {
   if constexpr (R > 1) {
-    if (rows < R) return multiply_tail<R - 1>(rows, a, panel, k_count, out, ldo, width);
+    if (rows < R) return multiply_tail<R - 1>(rows, a, panel, k_count, out, ldo, width, accumulate);
   }
-  multiply_rows<R>(a, panel, k_count, out, ldo, width);
+  multiply_rows<R>(a, panel, k_count, out, ldo, width, accumulate);
+}
+
+// Rows [k0, k0 + depth) and columns [0, n) of b (row stride ldb, unit column stride) as panels of
+// kPanel columns, panel j at packed + j * depth * kPanel, zeros past n.
+void pack_panels(const float* b, int64_t ldb, int64_t k0, int64_t depth, int64_t n, float* packed) {
+  const int64_t panels = (n + kPanel - 1) / kPanel;
+  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t n0 = j * kPanel, width = std::min(kPanel, n - n0);
+      float* p = packed + j * depth * kPanel;
+      for (int64_t k = 0; k < depth; ++k) {
+        const float* row = b + (k0 + k) * ldb + n0;
+        std::copy(row, row + width, p + k * kPanel);
+        std::fill(p + k * kPanel + width, p + (k + 1) * kPanel, 0.0f);
+      }
+    }
+  });
 }
 
 class VectorGemm final : public FixedRightGemm {
@@ -146,12 +168,50 @@ std::unique_ptr<FixedRightGemm> plan(const at::Tensor& b, int64_t rows, int64_t 
   return std::make_unique<VectorGemm>(b);
 }
 
+// k per block of the transposed product: a block's panels (kDepth x N floats) stay in L2 while
+// every row block of out passes over them, and a row block's packed a (kDepth x kRows) in L1.
+constexpr int64_t kDepth = 256;
+
+// out (M x N) = a.T @ b for a (K x M) and b (K x N), row-major with unit column stride: a weight
+// gradient, summed over K = steps x batch. K runs in blocks of kDepth; each row block of out packs
+// its rows of a.T for the block (reading a row by row, not down its columns) and adds the block's
+// products to out, so every result sums its K products in order whatever the thread count.
+void transposed_product(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k_count, int64_t m,
+                        int64_t n, float* out, int64_t ldo) {
+  if (k_count == 0) {
+    for (int64_t r = 0; r < m; ++r) std::fill(out + r * ldo, out + r * ldo + n, 0.0f);
+    return;
+  }
+  const int64_t panels = (n + kPanel - 1) / kPanel, blocks = (m + kRows - 1) / kRows;
+  std::vector<float> packed(panels * kDepth * kPanel);
+  for (int64_t k0 = 0; k0 < k_count; k0 += kDepth) {
+    const int64_t depth = std::min(kDepth, k_count - k0);
+    pack_panels(b, ldb, k0, depth, n, packed.data());
+    const int64_t task_flops = 2 * kRows * depth * panels * kPanel;
+    at::parallel_for(0, blocks, std::max<int64_t>(1, kTaskFlops / task_flops), [&](int64_t begin, int64_t end) {
+      float rows_of_a[kDepth * kRows];  // [depth, kRows]: a.T's rows r0.. as columns
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t r0 = i * kRows, rows = std::min(kRows, m - r0);
+        for (int64_t k = 0; k < depth; ++k) {
+          std::copy(a + (k0 + k) * lda + r0, a + (k0 + k) * lda + r0 + rows, rows_of_a + k * kRows);
+        }
+        for (int64_t j = 0; j < panels; ++j) {
+          multiply_tail(rows, Strided{rows_of_a, 1, kRows}, packed.data() + j * depth * kPanel, depth,
+                        out + r0 * ldo + j * kPanel, ldo, std::min(kPanel, n - j * kPanel), k0 > 0);
+        }
+      }
+    });
+  }
+}
+
 }  // namespace
 
 FixedRightGemmPlanner vector_gemm_planner() { return &plan; }
+TransposedGemm vector_transposed_gemm() { return &transposed_product; }
 #else
 // the portable build has no vector registers to use: no faster than the library
 FixedRightGemmPlanner vector_gemm_planner() { return nullptr; }
+TransposedGemm vector_transposed_gemm() { return nullptr; }
 #endif
 
 }  // namespace medkern::cpu::CPU_CAPABILITY

@@ -44,10 +44,28 @@ std::unique_ptr<FixedRightGemm> plan_gemm(const at::Tensor& b, int64_t rows, int
   return plan_packed_gemm(b, rows, calls);
 }
 
+// A matrix the vector GEMMs read in place: float32 rows with unit column stride.
+bool float_rows(const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat && t.dim() == 2 && (t.size(1) <= 1 || t.stride(1) == 1) &&
+         t.stride(0) >= t.size(1);
+}
+
+at::Tensor transposed_product(const at::Tensor& a, const at::Tensor& b) {
+  static const TransposedGemm gemm = MEDKERN_CPU_KERNELS(vector_transposed_gemm);
+  if (gemm == nullptr || !uses_vector_gemm() || !float_rows(a) || !float_rows(b) || a.size(0) != b.size(0)) {
+    return at::mm(a.t(), b);
+  }
+  at::Tensor out = at::empty({a.size(1), b.size(1)}, a.options());
+  gemm(a.const_data_ptr<float>(), a.stride(0), b.const_data_ptr<float>(), b.stride(0), a.size(0), a.size(1), b.size(1),
+       out.mutable_data_ptr<float>(), out.stride(0));
+  return out;
+}
+
 const RnnKernels& kernels() {
   static const RnnKernels chosen = [] {
     RnnKernels k = MEDKERN_CPU_KERNELS(rnn_kernels);
     k.plan_gemm = &plan_gemm;
+    k.transposed_product = &transposed_product;
     return k;
   }();
   return chosen;
