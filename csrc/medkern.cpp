@@ -68,6 +68,10 @@ TORCH_LIBRARY(medkern, m) {
       "Tensor? norm_h_weight, Tensor? norm_c_weight, Tensor? zoneout_h, Tensor? zoneout_c, Tensor? candidate_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 
+  // a.T @ b for a (K, M) and b (K, N): a weight gradient summed over K = steps x batch (an RNN's
+  // input projection). On CPU medkern's own GEMM where the RNN's are (rnn_cpu_gemm); else at::mm.
+  m.def("transposed_product(Tensor a, Tensor b) -> Tensor");
+
   // FIR resampling of x (N, C, H, W): upsample by zero insertion (up = (x, y)), pad (padding =
   // (x0, x1, y0, y1), negative crops), filter with f (1-d: separable; 2-d: as is; convolution,
   // or correlation if flip_filter), times gain, downsample (down = (x, y)). Linear in x: its

@@ -332,4 +332,17 @@ rnn_sequence_backward(const at::Tensor& grad_states_in, const OptTensor& grad_ce
   return {dxproj, dweight_hh, dbias_hh, dh0.to(dtype), dc0, dweight_hr, dnh_w, dnh_b, dnc_w, dnc_b};
 }
 
+at::Tensor transposed_product(const at::Tensor& a, const at::Tensor& b, const RnnKernels& kernels) {
+  const char* op = "medkern::transposed_product";
+  TORCH_CHECK_VALUE(a.dim() == 2 && b.dim() == 2, op, ": a and b must be 2-d, got shapes ", a.sizes(), " and ",
+                    b.sizes());
+  TORCH_CHECK_VALUE(a.size(0) == b.size(0), op, ": a (K, M) and b (K, N) must have as many rows, got ", a.size(0),
+                    " and ", b.size(0));
+  TORCH_CHECK_TYPE(a.is_floating_point() && a.scalar_type() == b.scalar_type(), op,
+                   ": a and b must be floating point of one dtype, got ", a.scalar_type(), " and ", b.scalar_type());
+  TORCH_CHECK_VALUE(a.device() == b.device(), op, ": a and b must be on one device, got ", a.device(), " and ",
+                    b.device());
+  return kernels.transposed_product ? kernels.transposed_product(a, b) : at::mm(a.t(), b);
+}
+
 }  // namespace medkern

@@ -1,6 +1,7 @@
 #pragma once
-// medkern::rnn_sequence and medkern::rnn_sequence_backward for any device, given that device's
-// step kernels (csrc/common/rnn.h): the CPU and CUDA registrations call these.
+// medkern::rnn_sequence, medkern::rnn_sequence_backward and medkern::transposed_product for any
+// device, given that device's step kernels (csrc/common/rnn.h): the CPU and CUDA registrations
+// call these.
 
 #include <ATen/ATen.h>
 
@@ -27,5 +28,8 @@ rnn_sequence_backward(const at::Tensor& grad_states, const OptTensor& grad_cells
                       const OptTensor& lengths, c10::string_view cell, bool reverse, const OptTensor& weight_hr,
                       const OptTensor& norm_h_weight, const OptTensor& norm_c_weight, const OptTensor& zoneout_h,
                       const OptTensor& zoneout_c, const OptTensor& candidate_mask, const RnnKernels& kernels);
+
+// a.T @ b for a (K, M) and b (K, N), checked: kernels.transposed_product, else at::mm.
+at::Tensor transposed_product(const at::Tensor& a, const at::Tensor& b, const RnnKernels& kernels);
 
 }  // namespace medkern

@@ -29,7 +29,8 @@ def test_extension_loaded():
                               "medkern::minibatch_stddev_backward", "medkern::modulate_weight",
                               "medkern::modulate_weight_backward", "medkern::norm_act",
                               "medkern::norm_act_backward", "medkern::pixel_norm", "medkern::pixel_norm_backward",
-                              "medkern::rnn_sequence", "medkern::rnn_sequence_backward", "medkern::upfirdn2d"]
+                              "medkern::rnn_sequence", "medkern::rnn_sequence_backward", "medkern::transposed_product",
+                              "medkern::upfirdn2d"]
 
 
 def test_every_schema_has_a_cpu_kernel():

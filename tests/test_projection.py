@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from medkern import tolerances
 from medkern.ops import projection
 
+from conftest import needs_cuda
+
 
 def _args(shape=(7, 5, 12), out=40, bias=True, dtype=torch.float32):
     x = torch.randn(shape, dtype=dtype, requires_grad=True)
@@ -59,3 +61,46 @@ def test_f_linear_runs_where_onednn_would_not(rnn_cpu_gemm):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not projection.uses_onednn(x, w, b)
         assert projection.project(x, w, b).dtype == torch.bfloat16  # autocast's F.linear
+
+
+# medkern::transposed_product: a.T @ b. Shapes: row blocks and panels with tails, K over more than
+# one block of 256, K = 1, and nothing to sum (K = 0: zeros).
+PRODUCT_SHAPES = [(300, 13, 40), (5, 8, 32), (1, 3, 70), (513, 17, 9), (0, 4, 6)]
+
+
+@pytest.mark.parametrize("k,m,n", PRODUCT_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_transposed_product_matches_mm(rnn_cpu_gemm, k, m, n, dtype):
+    a, b = torch.randn(k, m, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    got = torch.ops.medkern.transposed_product(a, b)
+    assert got.shape == (m, n) and got.dtype == dtype
+    tolerances.assert_close(got, a.t() @ b, "rnn", "grad", dtype)
+
+
+def test_transposed_product_reads_strided_rows(rnn_cpu_gemm):
+    a = torch.randn(40, 30)[:, ::2]  # a column stride of 2: the library's product
+    b = torch.randn(40, 50)[:, 3:40]  # a row stride larger than its width
+    tolerances.assert_close(torch.ops.medkern.transposed_product(a, b), a.t() @ b, "rnn", "grad", torch.float32)
+
+
+def test_transposed_product_opcheck():
+    a, b = torch.randn(37, 9), torch.randn(37, 21)
+    torch.library.opcheck(torch.ops.medkern.transposed_product.default, (a, b),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("a,b,error,match", [
+    (torch.randn(3), torch.randn(3, 2), ValueError, "a and b must be 2-d"),
+    (torch.randn(3, 2), torch.randn(4, 2), ValueError, "must have as many rows, got 3 and 4"),
+    (torch.randn(3, 2), torch.randn(3, 2, dtype=torch.float64), TypeError, "floating point of one dtype"),
+    (torch.ones(3, 2, dtype=torch.int64), torch.ones(3, 2, dtype=torch.int64), TypeError, "floating point"),
+], ids=["not-2d", "rows", "dtypes", "integer"])
+def test_transposed_product_refuses_bad_input(a, b, error, match):
+    with pytest.raises(error, match=f"medkern::transposed_product: .*{match}"):
+        torch.ops.medkern.transposed_product(a, b)
+
+
+@needs_cuda
+def test_transposed_product_on_cuda():
+    a, b = torch.randn(300, 13, device="cuda"), torch.randn(300, 40, device="cuda")
+    tolerances.assert_close(torch.ops.medkern.transposed_product(a, b), a.t() @ b, "rnn", "grad", torch.float32)

@@ -50,7 +50,7 @@ bool float_rows(const at::Tensor& t) {
          t.stride(0) >= t.size(1);
 }
 
-at::Tensor transposed_product(const at::Tensor& a, const at::Tensor& b) {
+at::Tensor vector_transposed_product(const at::Tensor& a, const at::Tensor& b) {
   static const TransposedGemm gemm = MEDKERN_CPU_KERNELS(vector_transposed_gemm);
   if (gemm == nullptr || !uses_vector_gemm() || !float_rows(a) || !float_rows(b) || a.size(0) != b.size(0)) {
     return at::mm(a.t(), b);
@@ -65,7 +65,7 @@ const RnnKernels& kernels() {
   static const RnnKernels chosen = [] {
     RnnKernels k = MEDKERN_CPU_KERNELS(rnn_kernels);
     k.plan_gemm = &plan_gemm;
-    k.transposed_product = &transposed_product;
+    k.transposed_product = &vector_transposed_product;
     return k;
   }();
   return chosen;
@@ -99,9 +99,18 @@ void set_rnn_gemm(RnnGemm choice) { g_rnn_gemm.store(choice); }
 
 const char* rnn_gemm_in_use() { return uses_vector_gemm() ? "medkern" : "library"; }
 
+namespace {
+
+at::Tensor transposed_product_cpu(const at::Tensor& a, const at::Tensor& b) {
+  return transposed_product(a, b, kernels());
+}
+
+}  // namespace
+
 TORCH_LIBRARY_IMPL(medkern, CPU, m) {
   m.impl("rnn_sequence", &rnn_sequence_cpu);
   m.impl("rnn_sequence_backward", &rnn_sequence_backward_cpu);
+  m.impl("transposed_product", &transposed_product_cpu);
 }
 
 }  // namespace medkern::cpu

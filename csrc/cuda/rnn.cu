@@ -347,11 +347,17 @@ auto rnn_sequence_backward_cuda(const at::Tensor& grad_states, const OptTensor& 
                                kCudaKernels);
 }
 
+at::Tensor transposed_product_cuda(const at::Tensor& a, const at::Tensor& b) {
+  const c10::cuda::CUDAGuard guard(a.device());
+  return transposed_product(a, b, kCudaKernels);  // the library's GEMM (cuBLAS)
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(medkern, CUDA, m) {
   m.impl("rnn_sequence", &rnn_sequence_cuda);
   m.impl("rnn_sequence_backward", &rnn_sequence_backward_cuda);
+  m.impl("transposed_product", &transposed_product_cuda);
 }
 
 }  // namespace medkern

@@ -4,9 +4,9 @@ Where MKL runs its generic code path (CPUs other than Intel's; ``medkern._extens
 is then "medkern"), ``F.linear``'s GEMMs run at about half the speed of the vector units. oneDNN's
 linear (``torch.ops.mkldnn._linear_pointwise``, which torch's compiled CPU code calls) computes the
 forward and the input gradient 2-3x as fast there (measured on an AMD EPYC: 3200 x 128 x 1024 in
-2.1 ms against 4.8 ms). The weight gradient, a reduction over every step and sample, stays
-``torch.mm``: oneDNN is no faster at that shape. Everywhere else, under torch.compile and under
-autocast, this is ``F.linear``.
+2.1 ms against 4.8 ms). The weight gradient, a reduction over every step and sample, where oneDNN
+is no faster, is the op ``medkern::transposed_product`` (medkern's GEMM, csrc/cpu/gemm_kernel.cpp).
+Everywhere else, under torch.compile and under autocast, this is ``F.linear``.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class _OneDnnLinear(torch.autograd.Function):
                 dx = _onednn_linear(g, weight.t(), None)
             dx = dx.view(x.shape)
         if ctx.needs_input_grad[1]:
-            dw = g.t() @ x2d
+            dw = g.t() @ x2d if torch.is_grad_enabled() else torch.ops.medkern.transposed_product(g, x2d)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = g.sum(0)
         return dx, dw, db
@@ -72,3 +72,11 @@ def project(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor])
     if uses_onednn(x, weight, bias):
         return _OneDnnLinear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
+
+
+def _fake_transposed_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a.new_empty((a.shape[1], b.shape[1]))
+
+
+if _extension.has_kernel("transposed_product", "CPU"):
+    torch.library.register_fake("medkern::transposed_product")(_fake_transposed_product)
