@@ -58,6 +58,15 @@ def test_f_linear_runs_where_onednn_would_not(rnn_cpu_gemm):
     x, w, b = _args()
     assert not projection.uses_onednn(x.double(), w.double(), b.double())  # float32 only
     assert not projection.uses_onednn(x[:0], w, b)  # empty
+    torch.backends.mkldnn.enabled = False  # (flags() would warn about Intel GPUs' TF32)
+    try:
+        assert not projection.uses_onednn(x, w, b)
+    finally:
+        torch.backends.mkldnn.enabled = True
+    point = x[0].detach()  # under torch.func: F.linear
+    jac = torch.func.jacrev(lambda t: projection.project(t, w.detach(), b.detach()))(point)
+    want = torch.func.jacrev(lambda t: F.linear(t, w.detach(), b.detach()))(point)
+    assert jac.shape == (5, 40, 5, 12) and torch.equal(jac, want)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not projection.uses_onednn(x, w, b)
         assert projection.project(x, w, b).dtype == torch.bfloat16  # autocast's F.linear
@@ -65,7 +74,7 @@ def test_f_linear_runs_where_onednn_would_not(rnn_cpu_gemm):
 
 # medkern::transposed_product: a.T @ b. Shapes: row blocks and panels with tails, K over more than
 # one block of 256, K = 1, and nothing to sum (K = 0: zeros).
-PRODUCT_SHAPES = [(300, 13, 40), (5, 8, 32), (1, 3, 70), (513, 17, 9), (0, 4, 6)]
+PRODUCT_SHAPES = [(300, 13, 40), (5, 8, 32), (1, 3, 70), (513, 17, 9), (0, 4, 6), (4, 3, 0), (4, 0, 5)]
 
 
 @pytest.mark.parametrize("k,m,n", PRODUCT_SHAPES, ids=str)
@@ -77,16 +86,24 @@ def test_transposed_product_matches_mm(rnn_cpu_gemm, k, m, n, dtype):
     tolerances.assert_close(got, a.t() @ b, "rnn", "grad", dtype)
 
 
-def test_transposed_product_reads_strided_rows(rnn_cpu_gemm):
-    a = torch.randn(40, 30)[:, ::2]  # a column stride of 2: the library's product
-    b = torch.randn(40, 50)[:, 3:40]  # a row stride larger than its width
+@pytest.mark.parametrize("a,b", [
+    (torch.randn(300, 50)[:, 3:33], torch.randn(300, 60)[:, 5:42]),  # rows longer than their width: read in place
+    (torch.randn(40, 30)[:, ::2], torch.randn(40, 50)[:, 3:40]),  # a column stride of 2: the library's product
+], ids=["row-strides", "column-stride"])
+def test_transposed_product_reads_strided_inputs(rnn_cpu_gemm, a, b):
     tolerances.assert_close(torch.ops.medkern.transposed_product(a, b), a.t() @ b, "rnn", "grad", torch.float32)
 
 
-def test_transposed_product_opcheck():
-    a, b = torch.randn(37, 9), torch.randn(37, 21)
-    torch.library.opcheck(torch.ops.medkern.transposed_product.default, (a, b),
-                          test_utils=("test_schema", "test_faketensor"))
+def test_transposed_product_opcheck(rnn_cpu_gemm):
+    a, b = torch.randn(300, 9, requires_grad=True), torch.randn(300, 21, requires_grad=True)
+    torch.library.opcheck(torch.ops.medkern.transposed_product.default, (a, b))
+
+
+def test_transposed_product_gradcheck():
+    a, b = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 5, dtype=torch.float64)
+    leaves = (a.requires_grad_(), b.requires_grad_())
+    assert torch.autograd.gradcheck(torch.ops.medkern.transposed_product, leaves)
+    assert torch.autograd.gradgradcheck(torch.ops.medkern.transposed_product, leaves)
 
 
 @pytest.mark.parametrize("a,b,error,match", [

@@ -1,7 +1,7 @@
 #pragma once
 // out = a @ b for many a and one b: an RNN's recurrent weights over a whole sequence. A device
-// may prepare b once (the CPU packs it for MKL, csrc/cpu/packed_gemm.cpp); otherwise each call
-// is at::mm_out.
+// may prepare b once (the CPU packs it for MKL, csrc/cpu/packed_gemm.cpp, or for medkern's own
+// GEMM, csrc/cpu/gemm_kernel.cpp); otherwise each call is at::mm_out.
 
 #include <ATen/ATen.h>
 

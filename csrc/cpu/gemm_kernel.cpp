@@ -19,10 +19,12 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <vector>
+
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#include <immintrin.h>  // x86 only: the portable build (any platform) does not include it
+#endif
 
 #include "gemm_kernel.h"
 
@@ -114,7 +116,7 @@ void pack_panels(const float* b, int64_t ldb, int64_t k0, int64_t depth, int64_t
 
 class VectorGemm final : public FixedRightGemm {
  public:
-  explicit VectorGemm(const at::Tensor& b) : b_(b), k_(b.size(0)), n_(b.size(1)) {
+  explicit VectorGemm(const at::Tensor& b) : fallback_(b), k_(b.size(0)), n_(b.size(1)) {
     const int64_t panels = (n_ + kPanel - 1) / kPanel, sk = b.stride(0), sn = b.stride(1);
     packed_ = at::zeros({panels * k_ * kPanel}, b.options());
     const float* s = b.const_data_ptr<float>();
@@ -131,7 +133,7 @@ class VectorGemm final : public FixedRightGemm {
     // out's rows with unit column stride; anything else: the library
     if (a.scalar_type() != at::kFloat || out.scalar_type() != at::kFloat || a.dim() != 2 || out.dim() != 2 ||
         a.size(1) != k_ || out.size(1) != n_ || out.size(0) != a.size(0) || (n_ > 1 && out.stride(1) != 1)) {
-      LibraryGemm(b_).run(a, out);
+      fallback_.run(a, out);
       return;
     }
     const int64_t m = a.size(0), ldo = out.stride(0);
@@ -152,12 +154,13 @@ class VectorGemm final : public FixedRightGemm {
   }
 
  private:
-  at::Tensor b_;  // for calls the packed product does not take
+  LibraryGemm fallback_;  // for calls the packed product does not take
   at::Tensor packed_;
   int64_t k_, n_;
 };
 
-// Packing b costs about as much as multiplying it by kRows rows.
+// Packing b (a pass over it, with strided reads for a transposed weight) pays for itself once a
+// few rows are multiplied by it.
 constexpr int64_t kMinRows = kRows;
 
 std::unique_ptr<FixedRightGemm> plan(const at::Tensor& b, int64_t rows, int64_t calls) {
@@ -178,7 +181,7 @@ constexpr int64_t kDepth = 256;
 // products to out, so every result sums its K products in order whatever the thread count.
 void transposed_product(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k_count, int64_t m,
                         int64_t n, float* out, int64_t ldo) {
-  if (k_count == 0) {
+  if (k_count == 0 || m == 0 || n == 0) {  // nothing to sum (zeros), or nothing to write
     for (int64_t r = 0; r < m; ++r) std::fill(out + r * ldo, out + r * ldo + n, 0.0f);
     return;
   }

@@ -35,9 +35,18 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
         and weight.numel() > 0
         and not torch.compiler.is_compiling()
         and not torch.is_autocast_enabled("cpu")  # F.linear is autocast's to cast
+        and not _transforms_active()
         and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
         and _extension.rnn_cpu_gemm() == "medkern"
     )
+
+
+def _transforms_active() -> bool:
+    """torch.func transforms or forward-mode AD, which _OneDnnLinear does not implement."""
+    from torch.autograd import forward_ad
+
+    return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
 
 
 class _OneDnnLinear(torch.autograd.Function):
@@ -78,5 +87,17 @@ def _fake_transposed_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a.new_empty((a.shape[1], b.shape[1]))
 
 
+def _setup_transposed_product(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _transposed_product_backward(ctx, grad):
+    """out = a.T @ b: d a = b @ grad.T, d b = a @ grad (differentiable products)."""
+    a, b = ctx.saved_tensors
+    return (b @ grad.t() if ctx.needs_input_grad[0] else None, a @ grad if ctx.needs_input_grad[1] else None)
+
+
 if _extension.has_kernel("transposed_product", "CPU"):
     torch.library.register_fake("medkern::transposed_product")(_fake_transposed_product)
+    torch.library.register_autograd("medkern::transposed_product", _transposed_product_backward,
+                                    setup_context=_setup_transposed_product)
