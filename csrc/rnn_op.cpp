@@ -310,9 +310,7 @@ rnn_sequence_backward(const at::Tensor& grad_states_in, const OptTensor& grad_ce
   at::Tensor dc0 = lstm ? carry_c : at::empty({0}, acc_opts);
   if (lstm && grad_cells.defined()) dc0 = dc0 + grad_cells.select(0, 0);
   const auto flat = [&](const at::Tensor& t) { return t.reshape({T * B, t.size(2)}); };
-  const at::Tensor states_before = flat(states_c.narrow(0, 0, T));
-  at::Tensor dweight_hh = kernels.transposed_product ? kernels.transposed_product(flat(dpre), states_before)
-                                                     : at::mm(flat(dpre).t(), states_before);
+  at::Tensor dweight_hh = transposed_product(flat(dpre), flat(states_c.narrow(0, 0, T)), kernels);
   at::Tensor dbias_hh = has_bias_hh && !sh.norm_h ? dpre.sum({0, 1}, false, acc).to(dtype) : at::empty({0}, states.options());
   at::Tensor dweight_hr = at::empty({0}, states.options());
   if (sh.proj) {

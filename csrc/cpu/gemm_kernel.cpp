@@ -97,17 +97,17 @@ void multiply_tail(int64_t rows, const Strided& a, const float* panel, int64_t k
   multiply_rows<R>(a, panel, k_count, out, ldo, width, accumulate);
 }
 
-// Rows [k0, k0 + depth) and columns [0, n) of b (row stride ldb, unit column stride) as panels of
-// kPanel columns, panel j at packed + j * depth * kPanel, zeros past n.
-void pack_panels(const float* b, int64_t ldb, int64_t k0, int64_t depth, int64_t n, float* packed) {
+// Rows [k0, k0 + depth) and columns [0, n) of b (element (k, c) at b + k * row + c * col) as panels
+// of kPanel columns, panel j at packed + j * depth * kPanel, zeros past n.
+void pack_panels(const float* b, int64_t row, int64_t col, int64_t k0, int64_t depth, int64_t n, float* packed) {
   const int64_t panels = (n + kPanel - 1) / kPanel;
   at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
       const int64_t n0 = j * kPanel, width = std::min(kPanel, n - n0);
       float* p = packed + j * depth * kPanel;
       for (int64_t k = 0; k < depth; ++k) {
-        const float* row = b + (k0 + k) * ldb + n0;
-        std::copy(row, row + width, p + k * kPanel);
+        const float* source = b + (k0 + k) * row + n0 * col;
+        for (int64_t w = 0; w < width; ++w) p[k * kPanel + w] = source[w * col];
         std::fill(p + k * kPanel + width, p + (k + 1) * kPanel, 0.0f);
       }
     }
@@ -117,16 +117,8 @@ void pack_panels(const float* b, int64_t ldb, int64_t k0, int64_t depth, int64_t
 class VectorGemm final : public FixedRightGemm {
  public:
   explicit VectorGemm(const at::Tensor& b) : fallback_(b), k_(b.size(0)), n_(b.size(1)) {
-    const int64_t panels = (n_ + kPanel - 1) / kPanel, sk = b.stride(0), sn = b.stride(1);
-    packed_ = at::zeros({panels * k_ * kPanel}, b.options());
-    const float* s = b.const_data_ptr<float>();
-    float* p = packed_.mutable_data_ptr<float>();
-    for (int64_t j = 0; j < panels; ++j) {
-      const int64_t n0 = j * kPanel, width = std::min(kPanel, n_ - n0);
-      for (int64_t k = 0; k < k_; ++k) {
-        for (int64_t w = 0; w < width; ++w) p[(j * k_ + k) * kPanel + w] = s[k * sk + (n0 + w) * sn];
-      }
-    }
+    packed_ = at::empty({(n_ + kPanel - 1) / kPanel * k_ * kPanel}, b.options());
+    pack_panels(b.const_data_ptr<float>(), b.stride(0), b.stride(1), 0, k_, n_, packed_.mutable_data_ptr<float>());
   }
 
   void run(const at::Tensor& a, const at::Tensor& out) const override {
@@ -189,7 +181,7 @@ void transposed_product(const float* a, int64_t lda, const float* b, int64_t ldb
   std::vector<float> packed(panels * kDepth * kPanel);
   for (int64_t k0 = 0; k0 < k_count; k0 += kDepth) {
     const int64_t depth = std::min(kDepth, k_count - k0);
-    pack_panels(b, ldb, k0, depth, n, packed.data());
+    pack_panels(b, ldb, 1, k0, depth, n, packed.data());
     const int64_t task_flops = 2 * kRows * depth * panels * kPanel;
     at::parallel_for(0, blocks, std::max<int64_t>(1, kTaskFlops / task_flops), [&](int64_t begin, int64_t end) {
       float rows_of_a[kDepth * kRows];  // [depth, kRows]: a.T's rows r0.. as columns

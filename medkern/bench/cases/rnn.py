@@ -78,6 +78,27 @@ def layer_norm_lstm_case() -> Case:
     )
 
 
+def transposed_product_case() -> Case:
+    """medkern::transposed_product at the weight gradient of LSTM(128, 256)'s recurrence."""
+    from ...ops import projection  # noqa: F401  (registers the op's fake kernel and autograd)
+
+    def setup(device: torch.device, dtype: torch.dtype, quick: bool) -> tuple[torch.Tensor, ...]:
+        steps, batch, _, hidden = _sizes(quick)
+        a = torch.randn(steps * batch, 4 * hidden, device=device, dtype=dtype, requires_grad=True)
+        b = torch.randn(steps * batch, hidden, device=device, dtype=dtype, requires_grad=True)
+        return a, b
+
+    return Case(
+        name="rnn/transposed_product",
+        family="rnn_sequence",
+        description="a.T @ b, a (3200, 1024) and b (3200, 256): weight_hh's gradient of LSTM(128, 256), T=100, B=32",
+        setup=setup,
+        reference=lambda a, b: a.t() @ b,
+        fused=lambda a, b: torch.ops.medkern.transposed_product(a, b),
+        tolerance=("rnn", "grad"),
+    )
+
+
 CASES = (
     torch_module_case("lstm", "LSTM(128, 256), T=100, B=32, training step", lambda i, h: nn.LSTM(i, h),
                       targets=(speedup_target("fwd_bwd", "eager", 1.0),)),
@@ -86,4 +107,5 @@ CASES = (
     torch_module_case("lstm_2layer_bidirectional", "LSTM(128, 256, num_layers=2, bidirectional=True), training step",
                       lambda i, h: nn.LSTM(i, h, num_layers=2, bidirectional=True)),
     layer_norm_lstm_case(),
+    transposed_product_case(),
 )
